@@ -1,0 +1,1 @@
+"""HTTP plumbing: routing, JSON bodies, the Matrix error model, CORS and request metrics."""

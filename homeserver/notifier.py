@@ -1,0 +1,104 @@
+"""Wakes long-polling requests when something they care about happens.
+
+Both the single process and every sync worker feed it: the writer straight after a
+persist, the others as the replication follower catches up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from storage.stores.events import StreamRow
+
+
+class Listener:
+    __slots__ = ("notifier", "user_id", "room_ids", "fired", "_deferred")
+
+    def __init__(self, notifier: Notifier, user_id: str, room_ids: frozenset[str]) -> None:
+        self.notifier = notifier
+        self.user_id = user_id
+        self.room_ids = room_ids
+        self.fired = False
+        self._deferred: defer.Deferred[bool] | None = None
+
+    def _fire(self) -> None:
+        self.fired = True
+        d, self._deferred = self._deferred, None
+        if d is not None and not d.called:
+            d.callback(True)
+
+    def wait(self, timeout_s: float) -> defer.Deferred[bool]:
+        """True if woken, False on timeout. Already-fired listeners answer at once."""
+        if self.fired:
+            return defer.succeed(True)
+        d: defer.Deferred[bool] = defer.Deferred()
+        self._deferred = d
+        call = self.notifier.clock.callLater(timeout_s, self._timeout, d)
+
+        def _cleanup(result: bool) -> bool:
+            if call.active():
+                call.cancel()
+            return result
+
+        d.addBoth(_cleanup)
+        return d
+
+    def _timeout(self, d: defer.Deferred[bool]) -> None:
+        if self._deferred is d:
+            self._deferred = None
+        if not d.called:
+            d.callback(False)
+
+    def close(self) -> None:
+        self.notifier._remove(self)
+        d, self._deferred = self._deferred, None
+        if d is not None and not d.called:
+            d.callback(False)
+
+
+class Notifier:
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._by_room: dict[str, set[Listener]] = {}
+        self._by_user: dict[str, set[Listener]] = {}
+
+    def listen(self, user_id: str, room_ids: Iterable[str]) -> Listener:
+        listener = Listener(self, user_id, frozenset(room_ids))
+        self._by_user.setdefault(user_id, set()).add(listener)
+        for room_id in listener.room_ids:
+            self._by_room.setdefault(room_id, set()).add(listener)
+        return listener
+
+    def _remove(self, listener: Listener) -> None:
+        users = self._by_user.get(listener.user_id)
+        if users is not None:
+            users.discard(listener)
+            if not users:
+                del self._by_user[listener.user_id]
+        for room_id in listener.room_ids:
+            listeners = self._by_room.get(room_id)
+            if listeners is not None:
+                listeners.discard(listener)
+                if not listeners:
+                    del self._by_room[room_id]
+
+    def listener_count(self) -> int:
+        return sum(len(s) for s in self._by_user.values())
+
+    def on_new_events(self, rows: Iterable[StreamRow]) -> None:
+        woken: set[Listener] = set()
+        for row in rows:
+            woken.update(self._by_room.get(row.room_id, ()))
+            if row.type == "m.room.member" and row.state_key:
+                woken.update(self._by_user.get(row.state_key, ()))
+        for listener in woken:
+            self._remove(listener)
+            listener._fire()
+
+    def wake_user(self, user_id: str) -> None:
+        for listener in list(self._by_user.get(user_id, ())):
+            self._remove(listener)
+            listener._fire()

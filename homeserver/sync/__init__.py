@@ -1,0 +1,1 @@
+"""/sync: tokens (pure) and the handler that computes responses."""

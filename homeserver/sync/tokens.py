@@ -1,0 +1,46 @@
+"""Stream tokens (pure): positions of every stream a client has seen, as one short string.
+
+Format: "s" followed by the positions joined with "_", in the order of STREAM_ORDER:
+e.g. "s1234". Streams added later append fields; a token with fewer fields than the code
+knows reads the missing ones as 0 (the stream's beginning), so old tokens stay valid.
+The same codec serves /sync's `since`/`next_batch` and /messages' `from`/`end`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+STREAM_ORDER = ("events",)
+_TOKEN = re.compile(r"^s(\d{1,19}(?:_\d{1,19})*)$")
+
+
+class TokenError(ValueError):
+    pass
+
+
+@attrs.frozen(slots=True)
+class StreamToken:
+    events: int = 0
+
+    def encode(self) -> str:
+        return "s" + "_".join(str(getattr(self, name)) for name in STREAM_ORDER)
+
+    def __str__(self) -> str:
+        return self.encode()
+
+    @classmethod
+    def decode(cls, raw: str) -> StreamToken:
+        m = _TOKEN.match(raw)
+        if not m:
+            raise TokenError(f"malformed token {raw[:64]!r}")
+        parts = [int(p) for p in m.group(1).split("_")]
+        if len(parts) > len(STREAM_ORDER):
+            raise TokenError("token has more fields than this server knows")
+        values = dict(zip(STREAM_ORDER, parts, strict=False))
+        return cls(**values)
+
+    def is_after(self, other: StreamToken) -> bool:
+        """True when any stream of self is beyond other's."""
+        return any(getattr(self, n) > getattr(other, n) for n in STREAM_ORDER)

@@ -1,0 +1,1 @@
+"""Database access: one store API over SQLite and PostgreSQL, with versioned migrations."""

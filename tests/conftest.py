@@ -1,0 +1,18 @@
+"""Shared pytest setup: the repo root is importable and the harness fixtures are registered.
+
+Fixtures (see tests/harness/fixtures.py): pg_admin_dsn, pg_server, pg_dsn,
+redis_server, nginx_factory, ganglion_factory, deployment_factory, deployment.
+Markers postgres/redis/nginx make a test require that service (fail in CI,
+skip elsewhere).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.harness.fixtures import *  # noqa: E402,F403

@@ -1,0 +1,1 @@
+"""Process entry points, configuration, and the composition of workers."""

@@ -1,0 +1,150 @@
+"""Which process type serves which request: the routing table as data.
+
+The reverse proxy config (`workers.deploy.nginx`) is rendered from `ROUTES`; nothing
+about routing is kept anywhere else. A request matching no route goes to `main`,
+and so do the routes of a worker type that has no workers configured.
+
+Stickiness: some routes must always reach the same worker for the same user (so
+that per-user state such as a /sync long-poll stays in one process). Access tokens
+carry a routing key for that purpose:
+
+    gan_<user key>_<random>
+
+where the user key is the lowercase, unpadded base32 encoding of the user's
+localpart (alphabet a-z2-7, so it never contains "_"). nginx extracts it from
+`Authorization: Bearer …` or the `access_token` query parameter with `map` blocks
+and hashes on it; `token_user_key` / `request_user_key` mirror that extraction in
+Python. The key is only a routing hint: the token is still authenticated by the
+process that receives it.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import Sequence
+from typing import Literal
+
+import attrs
+
+from workers.config import MAIN_PROCESS, WORKER_TYPES
+
+Sticky = Literal["user", "room"]
+
+TOKEN_PREFIX = "gan_"
+
+# nginx (PCRE) and Python `re` agree on these patterns exactly; they are used
+# verbatim in the rendered nginx `map` blocks.
+#: Applied to the Authorization header. The scheme is case-insensitive (RFC 9110).
+AUTH_HEADER_USER_KEY_RE = r"^(?i:bearer) +gan_([a-z2-7]+)_"
+#: Applied to the raw (still percent-encoded) `access_token` query parameter.
+QUERY_TOKEN_USER_KEY_RE = r"^gan_([a-z2-7]+)_"
+#: Applied to the request path for room-sticky routes.
+ROOM_KEY_RE = r"^/_matrix/client/[^/]+/rooms/([^/]+)/"
+
+_AUTH_RE = re.compile(AUTH_HEADER_USER_KEY_RE)
+_QUERY_RE = re.compile(QUERY_TOKEN_USER_KEY_RE)
+_USER_KEY_RE = re.compile(r"^[a-z2-7]+$")
+
+# Paths under this prefix are internal to Ganglion and never reachable through the proxy.
+INTERNAL_PATH_PREFIX = "/_ganglion/"
+
+
+@attrs.frozen(slots=True)
+class Route:
+    """Requests whose path matches `pattern` are served by a `worker_type` process."""
+
+    #: A regular expression on the request path, valid in both nginx (PCRE) and Python.
+    pattern: str
+    worker_type: str
+    sticky: Sticky | None = None
+    #: Long-polling route: the proxy must not buffer responses.
+    streaming: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.worker_type not in WORKER_TYPES:
+            raise ValueError(f"unknown worker type {self.worker_type!r}")
+        if self.sticky not in (None, "user", "room"):
+            raise ValueError(f"unknown stickiness {self.sticky!r}")
+        re.compile(self.pattern)
+
+    def matches(self, path: str) -> bool:
+        return re.search(self.pattern, path) is not None
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(r"^/_matrix/client/(r0|v3|unstable)/sync$", "sync", sticky="user", streaming=True),
+)
+
+
+def routes_for(worker_type: str, routes: Sequence[Route] = ROUTES) -> tuple[Route, ...]:
+    """The routes served by `worker_type` (main serves everything unrouted)."""
+    return tuple(r for r in routes if r.worker_type == worker_type)
+
+
+def route_for_path(path: str, routes: Sequence[Route] = ROUTES) -> Route | None:
+    """The first route matching `path`, or None when the request belongs to main."""
+    for route in routes:
+        if route.matches(path):
+            return route
+    return None
+
+
+def worker_type_for_path(path: str, routes: Sequence[Route] = ROUTES) -> str:
+    route = route_for_path(path, routes)
+    return route.worker_type if route is not None else MAIN_PROCESS
+
+
+# -- access tokens and the user routing key ----------------------------------
+
+
+def user_key_for_localpart(localpart: str) -> str:
+    """The routing key of a user: lowercase unpadded base32 of the UTF-8 localpart."""
+    if not localpart:
+        raise ValueError("localpart must not be empty")
+    return base64.b32encode(localpart.encode("utf-8")).decode("ascii").rstrip("=").lower()
+
+
+def localpart_for_user_key(key: str) -> str:
+    """Inverse of `user_key_for_localpart` (for diagnostics)."""
+    if not _USER_KEY_RE.match(key):
+        raise ValueError(f"not a user key: {key!r}")
+    padded = key.upper() + "=" * (-len(key) % 8)
+    return base64.b32decode(padded).decode("utf-8")
+
+
+def make_access_token(localpart: str, random_part: str | None = None) -> str:
+    """A new access token `gan_<user key>_<random>` for the user with `localpart`.
+
+    The random part is URL-safe (it may itself contain "_"; only the first two
+    underscores delimit the user key).
+    """
+    if random_part is None:
+        random_part = secrets.token_urlsafe(32)
+    if not random_part:
+        raise ValueError("random_part must not be empty")
+    return f"{TOKEN_PREFIX}{user_key_for_localpart(localpart)}_{random_part}"
+
+
+def token_user_key(token: str) -> str | None:
+    """The user routing key of an access token, exactly as nginx extracts it; else None."""
+    m = _QUERY_RE.match(token)
+    return m.group(1) if m else None
+
+
+def request_user_key(authorization: str | None, query_access_token: str | None) -> str:
+    """The value nginx computes for `$ganglion_user` ("" when there is none).
+
+    The Authorization header wins over the query parameter, as in the nginx maps.
+    `query_access_token` is the raw value as it appears in the query string.
+    """
+    if authorization is not None:
+        m = _AUTH_RE.match(authorization)
+        if m:
+            return m.group(1)
+    if query_access_token is not None:
+        m = _QUERY_RE.match(query_access_token)
+        if m:
+            return m.group(1)
+    return ""
