@@ -19,7 +19,8 @@ import attrs
 WIRE_VERSION = 1
 CHANNEL = "ganglion.replication"
 
-_NAME = re.compile(r"^[a-z0-9_\-]{1,64}$")
+# fullmatch, not `$`, which would also accept a trailing newline.
+_NAME = re.compile(r"[a-z0-9_\-]{1,64}")
 _MAX_MESSAGE = 1024
 
 
@@ -34,9 +35,9 @@ class PositionMessage:
     position: int
 
     def __attrs_post_init__(self) -> None:
-        if not _NAME.match(self.stream):
+        if not _NAME.fullmatch(self.stream):
             raise WireError(f"bad stream name {self.stream!r}")
-        if not _NAME.match(self.writer):
+        if not _NAME.fullmatch(self.writer):
             raise WireError(f"bad writer name {self.writer!r}")
         if not isinstance(self.position, int) or isinstance(self.position, bool) or self.position < 0:
             raise WireError(f"bad position {self.position!r}")
@@ -51,12 +52,15 @@ def encode(msg: PositionMessage) -> bytes:
 
 def decode(data: bytes | str) -> PositionMessage:
     if isinstance(data, str):
-        data = data.encode("utf-8")
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates
+            raise WireError("not UTF-8") from None
     if len(data) > _MAX_MESSAGE:
         raise WireError("message too long")
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the stack
         raise WireError(f"not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise WireError("not an object")

@@ -56,6 +56,10 @@ def _upgrade(txn: Transaction) -> tuple[int | None, int]:
     if txn.engine.is_postgres:
         # Serialise concurrent starters (e.g. main restarted while a test resets) on one lock.
         txn.execute("SELECT pg_advisory_xact_lock(727274)")
+    else:
+        # sqlite3 opens a transaction implicitly only before DML, so DDL would run (and stay)
+        # outside it: begin explicitly, so a failed migration rolls back entirely.
+        txn.execute("BEGIN IMMEDIATE")
     current = _current_version(txn)
     migrations = _migrations(txn.engine.is_postgres)
     newest = migrations[-1][0]

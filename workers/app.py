@@ -205,7 +205,10 @@ async def _initial_position(client: ReplicationClient, store: EventStore, reacto
 def run_process(config: HomeserverConfig, name: str) -> int:
     from twisted.internet import reactor
 
-    setup_logging(name, config.log_level, config.log_format)
+    import os
+
+    # An override for debugging a deployment without editing its config.
+    setup_logging(name, os.environ.get("GANGLION_LOG_LEVEL", config.log_level), config.log_format)
     instrument_reactor(reactor)
     status = {"code": 0}
 

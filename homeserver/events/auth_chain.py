@@ -192,17 +192,25 @@ class AuthChainIndex:
         """Union minus intersection of the full auth chains of the state sets.
 
         Each state set is a state map (its values are used) or a collection of
-        event IDs; its full auth chain is the union of its events' auth chains.
+        event IDs. A state set's *full* auth chain is taken to be its own events
+        together with their auth chains: an event that a state set holds counts
+        as reached by that set. This only matters for an event held by every set
+        but cited by some only: it is then not part of the difference. (The other
+        reading, events themselves excluded, would put such unconflicted events
+        into the full conflicted set; other homeservers count a state set's own
+        events, and resolution must agree across servers.)
         """
         if not state_sets:
             return set()
-        chains = [
-            self._cached_closure(s.values() if isinstance(s, Mapping) else s) for s in state_sets
-        ]
+        chains: list[frozenset[int]] = []
+        for state_set in state_sets:
+            ids = frozenset(state_set.values() if isinstance(state_set, Mapping) else state_set)
+            own = frozenset(self._intern(e) for e in ids)
+            chains.append(self._cached_closure(ids) | own)
         union = frozenset().union(*chains)
         common = chains[0].intersection(*chains[1:])
-        ids = self._ids
-        return {ids[i] for i in union - common}
+        ids_of = self._ids
+        return {ids_of[i] for i in union - common}
 
     def condensed_edges(self, targets: Collection[str]) -> dict[str, frozenset[str]]:
         """Auth-graph edges between ``targets``, with non-targets contracted away.

@@ -148,7 +148,8 @@ class AccountHandler:
         want = hmac.new(
             self.registration_shared_secret.encode(), "\x00".join(parts).encode(), hashlib.sha1
         ).hexdigest()
-        if not hmac.compare_digest(want, mac.lower()):
+        # Compare bytes: compare_digest raises TypeError on non-ASCII str.
+        if not hmac.compare_digest(want.encode(), mac.lower().encode()):
             raise forbidden("HMAC incorrect")
         display_name = body.get("displayname")
         result = await self.register(

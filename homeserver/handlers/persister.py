@@ -41,6 +41,7 @@ class EventPersister:
     ) -> int:
         """Stores the event; returns its stream position once readers may see it."""
         pos = self.id_gen.allocate()
+        logger.debug("persisting", extra={"pos": pos, "event_id": event.event_id})
         ok = False
         try:
             await self.store.persist_event(
@@ -57,8 +58,13 @@ class EventPersister:
                     event.membership if event.type == "m.room.member" else None,
                 )
             before = self.id_gen.current
+            logger.debug("persisted", extra={"pos": pos, "ok": ok, "current": before})
             if self.id_gen.finish(pos):
                 self._announce(before, self.id_gen.current)
+        if self.tracker.position < pos:
+            # An earlier position is still committing: callers (and the workers they
+            # answer) must not see our position before readers can see our event.
+            await self.tracker.wait_for(pos, 3600)
         return pos
 
     def _announce(self, before: int, current: int) -> None:

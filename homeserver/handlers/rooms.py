@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from homeserver.events.canonical import InvalidEventError, check_canonical_json
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS, get_room_version
 from homeserver.events.validation import is_valid_user_id
 from homeserver.handlers.event_creation import EventCreationHandler
@@ -60,7 +61,7 @@ class RoomHandler:
         if visibility not in ("public", "private"):
             raise bad_param("visibility must be 'public' or 'private'")
         preset_name = body.get("preset") or ("public_chat" if visibility == "public" else "private_chat")
-        if preset_name not in PRESETS:
+        if not isinstance(preset_name, str) or preset_name not in PRESETS:
             raise bad_param(f"Unknown preset {preset_name!r}")
         preset = PRESETS[preset_name]
         invites = body.get("invite", [])
@@ -73,8 +74,12 @@ class RoomHandler:
         if not isinstance(creation_content, dict):
             raise bad_type("creation_content must be an object")
         initial_state = body.get("initial_state", [])
+        # Everything is checked before the first event is persisted: no half-created rooms.
         if not isinstance(initial_state, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("type"), str) and isinstance(e.get("content", {}), dict)
+            isinstance(e, dict)
+            and isinstance(e.get("type"), str)
+            and isinstance(e.get("content", {}), dict)
+            and isinstance(e.get("state_key", ""), str)
             for e in initial_state
         ):
             raise bad_type("initial_state must be a list of {type, state_key, content} objects")
@@ -86,6 +91,14 @@ class RoomHandler:
                 raise bad_type(f"{key} must be a string")
 
         trusted = invites if preset_name == "trusted_private_chat" else []
+        pl = default_power_levels(creator, rv.creators_have_infinite_power, trusted)
+        pl.update(pl_override)
+        try:
+            # Contents that cannot be canonical JSON would fail after the room exists.
+            for state_content in [pl, *(ev.get("content", {}) for ev in initial_state)]:
+                check_canonical_json(state_content, strict=rv.strict_canonicaljson)
+        except InvalidEventError as e:
+            raise bad_type(f"Invalid event content: {e}") from None
         create_content = {**creation_content, "room_version": rv.identifier}
         if rv.creators_have_infinite_power and trusted:
             create_content["additional_creators"] = list(trusted)
@@ -97,8 +110,6 @@ class RoomHandler:
             return pos
 
         await send_state("m.room.member", {"membership": "join"}, creator)
-        pl = default_power_levels(creator, rv.creators_have_infinite_power, trusted)
-        pl.update(pl_override)
         await send_state("m.room.power_levels", pl)
         await send_state("m.room.join_rules", {"join_rule": preset["join_rule"]})
         await send_state("m.room.history_visibility", {"history_visibility": preset["history_visibility"]})

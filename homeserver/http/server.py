@@ -184,7 +184,16 @@ class JsonResource(resource.Resource):
         finally:
             REQUESTS.labels(endpoint, method, str(status)).inc()
             REQUEST_DURATION.labels(endpoint, method).observe(time.perf_counter() - start)
-        respond_json(request, status, body)
+        try:
+            respond_json(request, status, body)
+        except Exception:
+            # The body did not serialise (nothing has been sent yet): answer rather than hang.
+            logger.error(
+                "response not serialisable",
+                exc_info=True,
+                extra={"method": method, "path": path, "endpoint": endpoint},
+            )
+            respond_json(request, 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"})
 
 
 def respond_json(request: Request, status: int, body: Any) -> None:
@@ -212,11 +221,23 @@ def parse_json_object(request: Request, *, allow_empty: bool = False) -> JsonDic
     try:
         # Reject NaN/Infinity, which are not JSON.
         value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # Recursion: too deeply nested
         raise bad_json(f"Content not JSON: {e}") from None
+    if b"\\u" in raw and not _is_utf8_encodable(value):
+        # A lone surrogate escape ("\ud800") decodes to a str no database, bcrypt or
+        # response encoder can take as UTF-8: reject it here rather than fail later (500).
+        raise bad_json("Content not JSON: a string is not valid Unicode (lone surrogate)")
     if not isinstance(value, dict):
         raise bad_json("Content must be a JSON object.")
     return value
+
+
+def _is_utf8_encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def _reject_constant(name: str) -> None:

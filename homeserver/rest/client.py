@@ -298,7 +298,7 @@ def _timeline_limit(raw_filter: str | None, default: int) -> int:
         return default
     try:
         f = json.loads(raw_filter)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: too deeply nested
         raise MatrixError(400, "M_INVALID_PARAM", "filter is not valid JSON") from None
     limit: Any = f
     for key in ("room", "timeline", "limit"):

@@ -13,7 +13,11 @@ import re
 import attrs
 
 STREAM_ORDER = ("events",)
-_TOKEN = re.compile(r"^s(\d{1,19}(?:_\d{1,19})*)$")
+# Stream positions are PostgreSQL BIGINTs (and SQLite INTEGERs).
+MAX_POSITION = 2**63 - 1
+# ASCII digits only, and the whole string: `\d` would admit other scripts' digits and
+# `$` a trailing newline.
+_TOKEN = re.compile(r"s([0-9]{1,19}(?:_[0-9]{1,19})*)")
 
 
 class TokenError(ValueError):
@@ -32,10 +36,13 @@ class StreamToken:
 
     @classmethod
     def decode(cls, raw: str) -> StreamToken:
-        m = _TOKEN.match(raw)
+        m = _TOKEN.fullmatch(raw)
         if not m:
             raise TokenError(f"malformed token {raw[:64]!r}")
         parts = [int(p) for p in m.group(1).split("_")]
+        if any(p > MAX_POSITION for p in parts):
+            # 19 digits can exceed a BIGINT: the database would fail on it (a 500).
+            raise TokenError(f"position out of range in token {raw[:64]!r}")
         if len(parts) > len(STREAM_ORDER):
             raise TokenError("token has more fields than this server knows")
         values = dict(zip(STREAM_ORDER, parts, strict=False))

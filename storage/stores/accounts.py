@@ -51,13 +51,14 @@ class AccountStore:
         """Returns False when the user ID is taken."""
 
         def txn_fn(txn: Transaction) -> bool:
-            if txn.select_one("SELECT 1 FROM users WHERE user_id = ?", (user_id,)):
-                return False
+            # One atomic statement: a check-then-insert races with a concurrent registration
+            # of the same ID on PostgreSQL (unique violation instead of False).
             txn.execute(
-                "INSERT INTO users (user_id, password_hash, creation_ts, admin) VALUES (?, ?, ?, ?)",
+                "INSERT INTO users (user_id, password_hash, creation_ts, admin) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (user_id) DO NOTHING",
                 (user_id, password_hash, now_ms, 1 if admin else 0),
             )
-            return True
+            return txn.rowcount == 1
 
         return await self.db.run("create_user", txn_fn)
 
@@ -67,15 +68,13 @@ class AccountStore:
         """Creates the device if new, and an access token for it."""
 
         def txn_fn(txn: Transaction) -> None:
-            if not txn.select_one(
-                "SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
-            ):
-                txn.execute(
-                    "INSERT INTO devices (user_id, device_id, display_name, created_ts)"
-                    " VALUES (?, ?, ?, ?)",
-                    (user_id, device_id, display_name, now_ms),
-                )
-            else:
+            # Atomic insert-if-absent: concurrent logins naming one device must not collide.
+            txn.execute(
+                "INSERT INTO devices (user_id, device_id, display_name, created_ts)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) DO NOTHING",
+                (user_id, device_id, display_name, now_ms),
+            )
+            if txn.rowcount != 1:
                 # Logging in again with a known device ID replaces its old tokens.
                 txn.execute(
                     "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?",

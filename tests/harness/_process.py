@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+_libc: ctypes.CDLL | None
+try:
+    _libc = ctypes.CDLL(None, use_errno=True) if os.uname().sysname == "Linux" else None
+except OSError:
+    _libc = None
 
 # Every child still alive when the interpreter exits is killed (safety net for
 # interrupted runs; fixtures normally stop everything themselves).
@@ -21,6 +29,14 @@ def _kill_leftovers() -> None:
             _killpg(proc.pid)
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """In the child (Linux): get SIGTERM when the test process dies, even by SIGKILL."""
+    if _libc is None or _libc.prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def spawn(
     argv: Sequence[str],
     log_path: str | os.PathLike[str],
@@ -28,8 +44,15 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in its own session, stdout and stderr appended to `log_path`."""
+    """Start `argv` in its own session, stdout and stderr appended to `log_path`.
+
+    On Linux, when spawned from the main thread, the child gets SIGTERM if the
+    test process dies (PR_SET_PDEATHSIG), so a killed run leaves no servers behind.
+    """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    parent = os.getpid()
+    # The death signal fires when the spawning *thread* exits: main thread only.
+    tie = _libc is not None and threading.current_thread() is threading.main_thread()
     with open(log_path, "ab") as log:
         log.write(f"---- harness: starting {' '.join(argv)}\n".encode())
         log.flush()
@@ -41,6 +64,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=(lambda: _die_with_parent(parent)) if tie else None,
         )
     _live.add(proc)
     return proc

@@ -261,4 +261,5 @@ def test_nginx_user_key_matches_python(proxy: Proxy) -> None:
         return keys if len(keys) >= len(cases) else None
 
     keys = wait_until(logged, timeout=10, description="access log entries")
+    assert keys is not None
     assert [k if k != "-" else "" for k in keys[-len(cases) :]] == expected

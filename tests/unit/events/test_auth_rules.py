@@ -366,6 +366,16 @@ def test_member_needs_state_key_and_membership(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", ALL)
+@pytest.mark.parametrize("membership", ["join", "invite", "leave", "ban", "knock"])
+def test_member_without_state_key_rejected_for_every_membership(
+    version: str, membership: str
+) -> None:
+    room = standard_room(version, "knock" if membership == "knock" else "public")
+    with pytest.raises(AuthError, match="state_key"):
+        room.check(room.make("m.room.member", CAROL, {"membership": membership}))
+
+
+@pytest.mark.parametrize("version", ALL)
 def test_unknown_membership_rejected(version: str) -> None:
     room = standard_room(version)
     with pytest.raises(AuthError, match="unknown membership"):
@@ -1176,6 +1186,35 @@ def test_additional_creators_have_infinite_power_in_v12() -> None:
 def test_room_creators(version: str, content: dict[str, Any], expected: set[str]) -> None:
     room = Room(version, create_content=content)
     assert room_creators(room.create) == frozenset(expected)
+
+
+@pytest.mark.parametrize("version", ALL)
+@pytest.mark.parametrize(
+    ("sender", "action", "ok"),
+    [
+        (CAROL, "invite", True),  # invite level defaults to 0
+        (CAROL, "kick", False),  # kick level defaults to 50
+        (MOD, "kick", True),
+        (CAROL, "ban", False),  # ban level defaults to 50
+        (MOD, "ban", True),
+        (CAROL, "message", True),  # events_default defaults to 0
+        (CAROL, "state", False),  # state_default defaults to 50
+        (MOD, "state", True),
+    ],
+)
+def test_default_levels(version: str, sender: str, action: str, ok: bool) -> None:
+    room = standard_room(version)
+    room.member(CAROL, "join")
+    room.member(BOB, "join")
+    if action == "message":
+        event = room.make("m.room.message", sender, {})
+    elif action == "state":
+        event = room.make("m.room.topic", sender, {"topic": "t"}, state_key="")
+    else:
+        membership = {"kick": "leave"}.get(action, action)
+        target = "@dave:d.test" if action == "invite" else BOB
+        event = room.make("m.room.member", sender, {"membership": membership}, state_key=target)
+    expect(room, event, ok)
 
 
 @pytest.mark.parametrize("version", ALL)

@@ -256,6 +256,80 @@ def test_v1_join_racing_join_rule_change_keeps_the_join() -> None:
     assert resolved[member(EVE)] == room.id("eve")
 
 
+def _promotion_fork(version: str) -> tuple[Room, Fork, Fork]:
+    """pl2: alice raises bob to 75. Returns the state before and after it."""
+    room, start = base_room(version)
+    after = room.send(
+        start, "pl2", "m.room.power_levels", ALICE, room.pl({ALICE: 100, BOB: 75}), ""
+    )
+    return room, start, after
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_auth_difference_events_are_replayed(version: str) -> None:
+    # One fork has pl2 then bob's pl3 (which needs bob at 75); the other forked
+    # before pl2. pl2 is in the auth difference, not in any state set's values.
+    room, start, after = _promotion_fork(version)
+    pl3 = room.pl({ALICE: 100, BOB: 75}, state_default=60)
+    a = room.send(after, "pl3", "m.room.power_levels", BOB, pl3, "")
+
+    resolved = room.resolve(a.state, start.state)
+
+    # v2: pl1, pl2, pl3 are replayed in order and pl3 stands. v1 only knows pl1 and
+    # pl3, and bob at 50 (pl1) may not make pl3's change: a reset to pl1.
+    expected = "pl1" if version == "1" else "pl3"
+    assert resolved[PL] == room.id(expected)
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_v1_stops_at_the_first_unauthorised_power_levels(version: str) -> None:
+    room, start, after = _promotion_fork(version)
+    pl_bob = room.pl({ALICE: 100, BOB: 75}, state_default=60)
+    b = room.send(after, "pl_bob", "m.room.power_levels", BOB, pl_bob, "", ts=50_000)
+    c = after
+    for i in range(3):  # make alice's change the deepest
+        c = room.send(c, f"m{i}", "m.room.message", ALICE, {"body": str(i)})
+    pl_alice = room.pl({ALICE: 100, BOB: 75}, events_default=5)
+    c = room.send(c, "pl_alice", "m.room.power_levels", ALICE, pl_alice, "", ts=40_000)
+
+    resolved = room.resolve(start.state, b.state, c.state)
+
+    if version == "1":
+        # Depth order pl1, pl_bob, pl_alice: pl_bob fails against pl1 and the pass
+        # stops there, although pl_alice would have been allowed.
+        assert resolved[PL] == room.id("pl1")
+    else:
+        # pl1, pl2, then alice (100) before bob (75); bob's change is still allowed.
+        assert resolved[PL] == room.id("pl_bob")
+
+
+def test_v1_keeps_a_key_missing_from_one_state_set_even_if_unauthorised() -> None:
+    for version, expected in (("1", "t_carol"), ("10", None)):
+        room, start = base_room(version)
+        a = room.send(start, "t_carol", "m.room.topic", CAROL, {"topic": "c"}, "")
+        b = room.send(start, "ban", "m.room.member", BOB, {"membership": "ban"}, CAROL)
+        resolved = room.resolve(a.state, b.state)
+        assert resolved[member(CAROL)] == room.id("ban")
+        assert resolved.get(TOPIC) == (room.id(expected) if expected else None)
+
+
+def test_v1_other_conflicts_take_the_deepest_authorised_event() -> None:
+    room, start = base_room("1")
+    start = room.send(start, "t0", "m.room.topic", ALICE, {"topic": "0"}, "")
+    a = room.send(start, "m", "m.room.message", CAROL, {"body": "x"})
+    a = room.send(a, "t_carol", "m.room.topic", CAROL, {"topic": "c"}, "")
+    b = room.send(start, "ban", "m.room.member", BOB, {"membership": "ban"}, CAROL)
+    b = room.send(b, "t_alice", "m.room.topic", ALICE, {"topic": "a"}, "")
+    assert room.events[room.id("t_carol")].depth == room.events[room.id("t_alice")].depth
+    # Same depth: whichever sha1 puts first, carol is banned in R and fails.
+    assert room.resolve(a.state, b.state)[TOPIC] == room.id("t_alice")
+    c = room.send(start, "m2", "m.room.message", BOB, {"body": "y"})
+    c = room.send(c, "m3", "m.room.message", BOB, {"body": "z"})
+    c = room.send(c, "t_bob", "m.room.topic", BOB, {"topic": "b"}, "")
+    # Deeper and authorised: bob's topic wins over alice's.
+    assert room.resolve(c.state, b.state)[TOPIC] == room.id("t_bob")
+
+
 # ---------------------------------------------------------------------------
 # Mainline ordering
 
@@ -383,7 +457,8 @@ def test_without_conflicted_subgraph_v2_resets_power_levels(version: str) -> Non
 
 def _rejected_auth_case(version: str, *, rejected: bool) -> tuple[Room, StateMap, StateMap]:
     """Two topics; carol's cites a join of hers that may be flagged rejected. Her join
-    is in every auth chain (her name event, in both sets, cites it too)."""
+    is in both state sets and cited from both (by her name event), so it is in
+    neither the conflicted set nor the auth difference."""
     room, start = base_room(version)
     carol_join = room.events[room.id("carol")]
     room.events[carol_join.event_id] = Event(
