@@ -1,35 +1,35 @@
 """Composes a process from the shared parts: the writer and every worker run the same code.
 
-What differs between processes is only which parts are wired in: the events writer gets
-the persister and serves the replication API; the others follow the stream and forward
-writes.
+What differs between processes is only which parts are wired in: a stream's writer gets
+its position generator (and, for events, the persister) and serves the replication API
+for the writes of that stream; the others follow the stream and forward those writes.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import sys
 import time
 from typing import Any
 
-import attrs
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.web.server import Site
 
+from homeserver.context import HomeServerContext
 from homeserver.handlers.accounts import AccountHandler
 from homeserver.handlers.auth import Authenticator
 from homeserver.handlers.event_creation import EventCreationHandler
-from homeserver.handlers.messages import MessagesHandler
 from homeserver.handlers.persister import EventPersister
 from homeserver.handlers.rooms import RoomHandler
-from homeserver.handlers.writes import ForwardedWrites, LocalWrites, Writes, build_write_operations
+from homeserver.handlers.writes import Operation, WriteDispatcher
 from homeserver.http.server import JsonResource, MatrixSite, Router
 from homeserver.metrics import instrument_reactor, metrics_resource
 from homeserver.notifier import Notifier
-from homeserver.rest.client import ClientApi
-from homeserver.rest.server_info import ServerInfoApi
-from homeserver.sync.handler import SyncHandler
+from homeserver.rest import API_MODULES
+from homeserver.streams import STREAM_DEFINITIONS
 from replication import wire
 from replication.follower import StreamFollower
 from replication.http import ReplicationClient, ReplicationServer
@@ -40,13 +40,11 @@ from storage.migrations import SchemaError, check_schema, prepare_database
 from storage.stores.accounts import AccountStore
 from storage.stores.event_persist import EventPersistStore
 from storage.stores.events import EventStore
-from workers.config import HomeserverConfig, ListenAddress, ProcessConfig
+from workers.config import HomeserverConfig, ListenAddress
 from workers.generate_config import load_signing_key
 from workers.logging_setup import setup_logging
 
 logger = logging.getLogger("ganglion")
-
-EVENTS = "events"
 
 
 def _listen(reactor: Any, address: ListenAddress, site: Site) -> defer.Deferred[Any]:
@@ -57,56 +55,76 @@ def _listen(reactor: Any, address: ListenAddress, site: Site) -> defer.Deferred[
 
 
 def _url(address: ListenAddress) -> str:
-    host = address.host if ":" not in address.host.strip("[]") else f"[{address.host.strip('[]')}]"
-    return f"http://{host}:{address.port}"
+    host = address.host.strip("[]")
+    return f"http://[{host}]:{address.port}" if ":" in host else f"http://{host}:{address.port}"
 
 
-@attrs.define
 class Process:
-    """Everything one running process is made of."""
+    """A running process: its context plus the replication machinery around it."""
 
-    config: HomeserverConfig
-    me: ProcessConfig
-    reactor: Any
-    db: Database
-    events_tracker: StreamPositionTracker
-    notifier: Notifier
-    writes: Writes
-    redis: RedisReplicationLink | None = None
-    follower: StreamFollower | None = None
+    def __init__(self, ctx: HomeServerContext) -> None:
+        self.ctx = ctx
+        self.redis: RedisReplicationLink | None = None
+        self.followers: dict[str, StreamFollower] = {}
+        self.id_generators: dict[str, StreamIdGenerator] = {}
 
 
 async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Process:
     me = config.process(name)
-    clock_ms = lambda: int(reactor.seconds() * 1000)  # noqa: E731
+
+    def clock_ms() -> int:
+        return int(reactor.seconds() * 1000)
+
     db = Database(config.database)
-    writer = config.writer_of(EVENTS)
-    is_writer = writer.name == me.name
     if me.name == config.main.name:
         await prepare_database(db)
     else:
         await check_schema(db)
 
-    signing_key = load_signing_key(config.signing_key_path)
     account_store = AccountStore(db)
-    event_store = EventStore(db)
-    notifier = Notifier(reactor)
-    tracker = StreamPositionTracker(EVENTS, writer.name, reactor)
-    redis_link: RedisReplicationLink | None = None
-    follower: StreamFollower | None = None
-    writes: Writes
+    ctx = HomeServerContext(
+        config=config,
+        me=me,
+        reactor=reactor,
+        clock_ms=clock_ms,
+        db=db,
+        signing_key=load_signing_key(config.signing_key_path),
+        account_store=account_store,
+        event_store=EventStore(db),
+        notifier=Notifier(reactor),
+        auth=Authenticator(account_store),
+        trackers={},
+    )
+    proc = Process(ctx)
+    modules = [importlib.import_module(m) for m in API_MODULES]
+    my_streams = [s for s in STREAM_DEFINITIONS if ctx.writes_stream(s)]
 
-    if is_writer:
-        id_gen = StreamIdGenerator(await event_store.get_max_stream_ordering())
+    # Streams this process writes: positions continue from what is stored.
+    for stream in my_streams:
+        id_gen = StreamIdGenerator(await STREAM_DEFINITIONS[stream].max_position(ctx))
+        proc.id_generators[stream] = id_gen
+        tracker = StreamPositionTracker(stream, me.name, reactor)
         tracker.advance(id_gen.current)
+        ctx.trackers[stream] = tracker
 
-        def publish(pos: int) -> None:
-            if redis_link is not None:
-                redis_link.publish(wire.PositionMessage(EVENTS, me.name, pos))
+    def publish(stream: str, pos: int) -> None:
+        if proc.redis is not None:
+            proc.redis.publish(wire.PositionMessage(stream, me.name, pos))
 
-        persister = EventPersister(EventPersistStore(db), id_gen, tracker, notifier, publish, clock_ms)
-        creation = EventCreationHandler(config.server_name, signing_key, event_store, persister, clock_ms)
-        accounts = AccountHandler(
+    if "events" in my_streams:
+        persister = EventPersister(
+            EventPersistStore(db),
+            proc.id_generators["events"],
+            ctx.trackers["events"],
+            ctx.notifier,
+            lambda pos: publish("events", pos),
+            clock_ms,
+        )
+        ctx.event_creation = EventCreationHandler(
+            config.server_name, ctx.signing_key, ctx.event_store, persister, clock_ms
+        )
+        ctx.rooms = RoomHandler(ctx.event_creation)
+        ctx.accounts = AccountHandler(
             config.server_name,
             account_store,
             clock_ms,
@@ -114,63 +132,80 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
             registration_shared_secret=config.registration_shared_secret,
             bcrypt_rounds=int(getattr(config, "bcrypt_rounds", 12)),
         )
-        operations = build_write_operations(accounts, RoomHandler(creation), creation)
-        writes = LocalWrites(operations)
-        if config.redis.enabled:
-            redis_link = RedisReplicationLink(
-                config.redis, reactor, on_position=lambda m: None, on_connected=lambda: None,
-                on_disconnected=lambda: None,
-            )
-        if me.replication_listen is not None:
-            assert config.replication_secret, "replication_secret is required with a replication listener"
-            server = ReplicationServer(config.replication_secret, lambda: {EVENTS: tracker.position})
-            for op_name, op in operations.items():
-                server.register(op_name, op)
-            await _listen(
-                reactor,
-                me.replication_listen,
-                MatrixSite(server.resource(), max_body_size=config.limits.max_json_body_size, name=me.name),
-            )
-    else:
+
+    # Write operations: run here for the streams we write, forwarded otherwise.
+    op_streams: dict[str, str] = {}
+    local_ops: dict[str, Operation] = {}
+    for module in modules:
+        streams_of = getattr(module, "WRITE_STREAMS", {})
+        op_streams.update(streams_of)
+        if any(streams_of.get(op) in my_streams for op in streams_of):
+            for op_name, op in module.write_operations(ctx).items():
+                if streams_of[op_name] in my_streams:
+                    local_ops[op_name] = op
+
+    # Streams written elsewhere: follow them.
+    clients: dict[str, ReplicationClient] = {}
+    for stream, definition in STREAM_DEFINITIONS.items():
+        if stream in my_streams:
+            continue
+        writer = config.writer_of(stream)
         assert writer.replication_listen is not None and config.replication_secret
         client = ReplicationClient(reactor, _url(writer.replication_listen), config.replication_secret)
-        start = await _initial_position(client, event_store, reactor)
-        tracker.advance(start)
+        clients[stream] = client
+        tracker = StreamPositionTracker(stream, writer.name, reactor)
+        tracker.advance(await _initial_position(client, stream, definition.max_position, ctx))
+        ctx.trackers[stream] = tracker
 
-        async def apply_rows(after: int, up_to: int) -> int:
-            batch = 1000
-            rows = await event_store.get_stream_rows(after, up_to, limit=batch)
-            notifier.on_new_events(rows)
-            if len(rows) < batch:
-                return up_to
-            return rows[-1].stream_ordering
+        async def apply(after: int, up_to: int, d: Any = definition) -> int:
+            return int(await d.apply_rows(ctx, after, up_to))
 
-        follower = StreamFollower(tracker, apply_rows, client.positions, reactor)
-        redis_link = RedisReplicationLink(
+        proc.followers[stream] = StreamFollower(tracker, apply, client.positions, reactor)
+
+    ctx.writes = WriteDispatcher(
+        local_ops,
+        op_streams,
+        clients,
+        proc.followers,
+        config.limits.replication_wait_timeout_ms / 1000.0,
+    )
+
+    if my_streams and me.replication_listen is not None:
+        assert config.replication_secret, "replication_secret is required with a replication listener"
+        server = ReplicationServer(
+            config.replication_secret, lambda: {s: ctx.trackers[s].position for s in my_streams}
+        )
+        for op_name, op in local_ops.items():
+            server.register(op_name, op)
+        await _listen(
+            reactor,
+            me.replication_listen,
+            MatrixSite(server.resource(), max_body_size=config.limits.max_json_body_size, name=me.name),
+        )
+
+    # Until Redis answers (or with no Redis at all), poll the writers.
+    for follower in proc.followers.values():
+        follower.on_redis_disconnected()
+    if config.redis.enabled:
+        followers = proc.followers
+
+        def on_position(msg: wire.PositionMessage) -> None:
+            follower = followers.get(msg.stream)
+            if follower is not None:
+                follower.on_position(msg)
+
+        proc.redis = RedisReplicationLink(
             config.redis,
             reactor,
-            on_position=follower.on_position,
-            on_connected=follower.on_redis_connected,
-            on_disconnected=follower.on_redis_disconnected,
+            on_position=on_position,
+            on_connected=lambda: [f.on_redis_connected() for f in followers.values()] and None,
+            on_disconnected=lambda: [f.on_redis_disconnected() for f in followers.values()] and None,
         )
-        # Until Redis answers, poll.
-        follower.on_redis_disconnected()
-        writes = ForwardedWrites(
-            client, {EVENTS: follower}, config.limits.replication_wait_timeout_ms / 1000.0
-        )
-
-    if redis_link is not None:
-        redis_link.start()
+        proc.redis.start()
 
     router = Router()
-    ClientApi(
-        config=config,
-        auth=Authenticator(account_store),
-        writes=writes,
-        sync=SyncHandler(event_store, notifier, tracker, clock_ms),
-        messages=MessagesHandler(event_store, tracker, clock_ms),
-    ).register_routes(router)
-    ServerInfoApi(config=config, signing_key=signing_key, writes=writes, clock_ms=clock_ms).register_routes(router)
+    for module in modules:
+        module.install(ctx, router)
 
     if me.listen is not None:
         site = MatrixSite(
@@ -183,29 +218,27 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
         metrics_site = Site(metrics_resource(me.name))
         metrics_site.noisy = False
         await _listen(reactor, me.metrics_listen, metrics_site)
-    return Process(config, me, reactor, db, tracker, notifier, writes, redis_link, follower)
+    return proc
 
 
-async def _initial_position(client: ReplicationClient, store: EventStore, reactor: Any) -> int:
-    """A new worker starts at the writer's current position (nobody waits on older rows)."""
-    from twisted.internet import task
-
+async def _initial_position(
+    client: ReplicationClient, stream: str, max_position: Any, ctx: HomeServerContext
+) -> int:
+    """A new follower starts at the writer's current position (nobody waits on older rows)."""
     deadline = time.monotonic() + 30
     while True:
         try:
             positions = await client.positions()
-            return int(positions.get(EVENTS, 0))
+            return int(positions.get(stream, 0))
         except Exception:
             if time.monotonic() > deadline:
                 logger.warning("writer unreachable at start; starting from the database's position")
-                return await store.get_max_stream_ordering()
-            await task.deferLater(reactor, 0.5, lambda: None)
+                return int(await max_position(ctx))
+            await task.deferLater(ctx.reactor, 0.5, lambda: None)
 
 
 def run_process(config: HomeserverConfig, name: str) -> int:
     from twisted.internet import reactor
-
-    import os
 
     # An override for debugging a deployment without editing its config.
     setup_logging(name, os.environ.get("GANGLION_LOG_LEVEL", config.log_level), config.log_format)
@@ -223,9 +256,9 @@ def run_process(config: HomeserverConfig, name: str) -> int:
         logger.info(
             "started",
             extra={
-                "listen": str(proc.me.listen),
-                "metrics": str(proc.me.metrics_listen),
-                "events_position": proc.events_tracker.position,
+                "listen": str(proc.ctx.me.listen),
+                "metrics": str(proc.ctx.me.metrics_listen),
+                "positions": {s: t.position for s, t in proc.ctx.trackers.items()},
             },
         )
 

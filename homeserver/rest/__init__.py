@@ -1,0 +1,21 @@
+"""HTTP resources: each module parses and authenticates requests, then calls handlers.
+
+Every module listed in API_MODULES provides:
+
+    def install(ctx: HomeServerContext, router: Router) -> None
+        registers its routes (on every process);
+
+and may provide:
+
+    def write_operations(ctx: HomeServerContext) -> list[WriteOperation]
+        the writes it performs on a stream's writer; called only on processes that write
+        at least one stream, and only the operations of streams this process writes are
+        served. Other processes forward them to the writer.
+"""
+
+API_MODULES: tuple[str, ...] = (
+    "homeserver.rest.accounts",
+    "homeserver.rest.rooms",
+    "homeserver.rest.sync",
+    "homeserver.rest.server_info",
+)

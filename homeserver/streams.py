@@ -1,0 +1,44 @@
+"""The replication streams this code knows, and how a process follows each one.
+
+A stream has exactly one writer process (configured by `stream_writers`). Its writer
+allocates positions; every other process follows it: on learning a newer position it
+calls `apply_rows(ctx, after, up_to)`, which reads what changed in (after, up_to] and
+wakes whoever waits on it, returning the position it reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+
+from homeserver.context import HomeServerContext
+
+
+@attrs.frozen(slots=True)
+class StreamDefinition:
+    name: str
+    # On the writer at start: the newest position already stored.
+    max_position: Callable[[HomeServerContext], Awaitable[int]]
+    # On followers: apply the rows in (after, up_to]; return the position reached.
+    apply_rows: Callable[[HomeServerContext, int, int], Awaitable[int]]
+
+
+_EVENT_BATCH = 1000
+
+
+async def _events_max(ctx: HomeServerContext) -> int:
+    return await ctx.event_store.get_max_stream_ordering()
+
+
+async def _events_apply(ctx: HomeServerContext, after: int, up_to: int) -> int:
+    rows = await ctx.event_store.get_stream_rows(after, up_to, limit=_EVENT_BATCH)
+    ctx.notifier.on_new_events(rows)
+    if len(rows) < _EVENT_BATCH:
+        return up_to
+    return rows[-1].stream_ordering
+
+
+STREAM_DEFINITIONS: dict[str, StreamDefinition] = {
+    "events": StreamDefinition("events", _events_max, _events_apply),
+}
