@@ -98,6 +98,12 @@ class Notifier:
             self._remove(listener)
             listener._fire()
 
+    def wake_room(self, room_id: str) -> None:
+        """Something room-scoped but not an event changed (typing, receipts)."""
+        for listener in list(self._by_room.get(room_id, ())):
+            self._remove(listener)
+            listener._fire()
+
     def wake_user(self, user_id: str) -> None:
         for listener in list(self._by_user.get(user_id, ())):
             self._remove(listener)

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 
 from homeserver.events.event import Event
 from storage.database import Database, Transaction
 
+# Called inside the persist transaction, after the event row is written and before the
+# room's current state is updated (so a hook can still read the state being replaced).
+# Feature stores (relations, redactions, state groups, …) keep their tables in step here.
+PersistHook = Callable[[Transaction, Event, int], None]
+PERSIST_HOOKS: list[PersistHook] = []
+
+
+def register_persist_hook(hook: PersistHook) -> PersistHook:
+    if hook not in PERSIST_HOOKS:
+        PERSIST_HOOKS.append(hook)
+    return hook
+
 
 class EventPersistStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hooks: Sequence[PersistHook] | None = None) -> None:
         self.db = db
+        # None: the hooks registered by the feature modules loaded in this process.
+        self._hooks = hooks
 
     async def persist_event(
         self,
@@ -22,7 +37,14 @@ class EventPersistStore:
         txn: tuple[str, str, str] | None = None,
     ) -> None:
         await self.db.run(
-            "persist_event", self._persist_txn, event, stream_ordering, now_ms, new_room_creator, txn
+            "persist_event",
+            self._persist_txn,
+            event,
+            stream_ordering,
+            now_ms,
+            new_room_creator,
+            txn,
+            PERSIST_HOOKS if self._hooks is None else self._hooks,
         )
 
     @staticmethod
@@ -33,6 +55,7 @@ class EventPersistStore:
         now_ms: int,
         new_room_creator: str | None,
         client_txn: tuple[str, str, str] | None,
+        hooks: Sequence[PersistHook],
     ) -> None:
         room_id = event.room_id
         if new_room_creator is not None:
@@ -78,6 +101,8 @@ class EventPersistStore:
         t.execute(
             "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)", (room_id, event.event_id)
         )
+        for hook in hooks:
+            hook(t, event, stream_ordering)
         if event.state_key is not None:
             t.execute(
                 "DELETE FROM current_state_events WHERE room_id = ? AND type = ? AND state_key = ?",
