@@ -44,7 +44,7 @@ def metrics_resource(worker: str) -> Resource:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerLabelCollector(worker))
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry=registry))
+    root.putChild(b"metrics", MetricsResource(registry=registry))  # type: ignore[arg-type]
     return root
 
 

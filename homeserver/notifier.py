@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
 
+from homeserver.clock import Clock
 from storage.stores.events import StreamRow
 
 
@@ -60,7 +60,7 @@ class Listener:
 
 
 class Notifier:
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._by_room: dict[str, set[Listener]] = {}
         self._by_user: dict[str, set[Listener]] = {}

@@ -76,7 +76,9 @@ class StreamFollower:
             logger.debug("position poll failed: %r", e)
             return
         pos = positions.get(self.tracker.stream)
-        logger.debug("polled writer positions", extra={"stream": self.tracker.stream, "writer_pos": pos})
+        logger.debug(
+            "polled writer positions", extra={"stream": self.tracker.stream, "writer_pos": pos}
+        )
         if pos is not None:
             self.tracker.saw_writer_position(pos)
             self.request_catch_up(pos)
@@ -100,7 +102,9 @@ class StreamFollower:
                     logger.warning("catch-up failed; will retry", exc_info=True)
                     await task.deferLater(self.clock, self.poll_interval_s, lambda: None)
                     continue
-                logger.debug("caught up", extra={"stream": self.tracker.stream, "from": start, "to": reached})
+                logger.debug(
+                    "caught up", extra={"stream": self.tracker.stream, "from": start, "to": reached}
+                )
                 self.tracker.advance(reached)
                 if reached <= start:
                     # No progress (rows not visible yet): wait rather than spin the reactor.

@@ -19,7 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from twisted.web.server import Request
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from homeserver.http.errors import MatrixError
 from homeserver.http.server import JsonResource, Router, parse_json_object
@@ -107,7 +107,7 @@ class ReplicationClient:
         headers = Headers(
             {b"Authorization": [f"Bearer {self.secret}".encode()], b"Content-Type": [b"application/json"]}
         )
-        producer = _Body(json.dumps(body).encode()) if body is not None else None
+        producer: Any = _Body(json.dumps(body).encode()) if body is not None else None
         d = self.agent.request(method, (self.base_url + path).encode(), headers, producer)
         d.addTimeout(self.timeout_s, self.reactor)
         try:

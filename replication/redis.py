@@ -21,7 +21,8 @@ from workers.config import RedisConfig
 logger = logging.getLogger(__name__)
 
 REDIS_CONNECTED = Gauge(
-    "ganglion_replication_redis_connected", "1 while the replication subscriber is connected to Redis"
+    "ganglion_replication_redis_connected",
+    "1 while the replication subscriber is connected to Redis",
 )
 
 
@@ -77,7 +78,12 @@ class RedisReplicationLink:
         # Publishing connection: lazy, reconnecting; publishes while down are dropped
         # (the followers poll positions over HTTP until Redis is back).
         self._publisher = txredisapi.lazyConnection(
-            host=c.host, port=c.port, dbid=c.dbid, password=c.password, reconnect=True, connectTimeout=5,
+            host=c.host,
+            port=c.port,
+            dbid=c.dbid,
+            password=c.password,
+            reconnect=True,
+            connectTimeout=5,
             replyTimeout=5,
         )
         self._publisher._factory.maxDelay = 2  # noqa: SLF001  # reconnect quickly after an outage

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
 
 from prometheus_client import Gauge
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+
+from homeserver.clock import Clock
 
 STREAM_POSITION = Gauge(
     "ganglion_replication_stream_position",
@@ -64,7 +64,7 @@ class StreamIdGenerator:
 class StreamPositionTracker:
     """A process's view of one stream: the position it has processed, and waiters on it."""
 
-    def __init__(self, stream: str, writer: str, clock: IReactorTime, position: int = 0) -> None:
+    def __init__(self, stream: str, writer: str, clock: Clock, position: int = 0) -> None:
         self.stream = stream
         self.writer = writer
         self.clock = clock
@@ -77,7 +77,9 @@ class StreamPositionTracker:
     def _update_metrics(self) -> None:
         STREAM_POSITION.labels(self.stream, self.writer).set(self.position)
         STREAM_WRITER_POSITION.labels(self.stream, self.writer).set(self.writer_position)
-        STREAM_LAG.labels(self.stream, self.writer).set(max(0, self.writer_position - self.position))
+        STREAM_LAG.labels(self.stream, self.writer).set(
+            max(0, self.writer_position - self.position)
+        )
 
     def saw_writer_position(self, pos: int) -> None:
         if pos > self.writer_position:
@@ -103,19 +105,16 @@ class StreamPositionTracker:
         self._seq += 1
         heapq.heappush(self._waiters, (pos, self._seq, d))
         call = self.clock.callLater(timeout_s, _fire_false, d)
-        d.addBoth(_cancel_call(call))
+
+        def _cleanup(result: bool) -> bool:
+            if call.active():
+                call.cancel()
+            return result
+
+        d.addBoth(_cleanup)
         return d
 
 
 def _fire_false(d: defer.Deferred[bool]) -> None:
     if not d.called:
         d.callback(False)
-
-
-def _cancel_call(call: object) -> Callable[[object], object]:
-    def _inner(result: object) -> object:
-        if getattr(call, "active", lambda: False)():
-            call.cancel()  # type: ignore[attr-defined]
-        return result
-
-    return _inner

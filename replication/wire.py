@@ -39,13 +39,23 @@ class PositionMessage:
             raise WireError(f"bad stream name {self.stream!r}")
         if not _NAME.fullmatch(self.writer):
             raise WireError(f"bad writer name {self.writer!r}")
-        if not isinstance(self.position, int) or isinstance(self.position, bool) or self.position < 0:
+        if (
+            not isinstance(self.position, int)
+            or isinstance(self.position, bool)
+            or self.position < 0
+        ):
             raise WireError(f"bad position {self.position!r}")
 
 
 def encode(msg: PositionMessage) -> bytes:
     return json.dumps(
-        {"v": WIRE_VERSION, "op": "POSITION", "stream": msg.stream, "writer": msg.writer, "pos": msg.position},
+        {
+            "v": WIRE_VERSION,
+            "op": "POSITION",
+            "stream": msg.stream,
+            "writer": msg.writer,
+            "pos": msg.position,
+        },
         separators=(",", ":"),
     ).encode("ascii")
 

@@ -23,7 +23,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 TXN_COUNT = Counter(
-    "ganglion_db_transactions_total", "Database transactions run, by name and outcome", ["name", "outcome"]
+    "ganglion_db_transactions_total",
+    "Database transactions run, by name and outcome",
+    ["name", "outcome"],
 )
 TXN_DURATION = Histogram(
     "ganglion_db_transaction_duration_seconds",

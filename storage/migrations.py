@@ -44,7 +44,9 @@ def _current_version(txn: Transaction) -> int | None:
         exists = bool(row and row[0])
     else:
         exists = bool(
-            txn.select_one("SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'")
+            txn.select_one(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+            )
         )
     if not exists:
         return None

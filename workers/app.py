@@ -198,8 +198,8 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
             config.redis,
             reactor,
             on_position=on_position,
-            on_connected=lambda: [f.on_redis_connected() for f in followers.values()] and None,
-            on_disconnected=lambda: [f.on_redis_disconnected() for f in followers.values()] and None,
+            on_connected=lambda: _each(f.on_redis_connected for f in followers.values()),
+            on_disconnected=lambda: _each(f.on_redis_disconnected for f in followers.values()),
         )
         proc.redis.start()
 
@@ -219,6 +219,11 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
         metrics_site.noisy = False
         await _listen(reactor, me.metrics_listen, metrics_site)
     return proc
+
+
+def _each(calls: Any) -> None:
+    for call in calls:
+        call()
 
 
 async def _initial_position(
@@ -251,7 +256,7 @@ def run_process(config: HomeserverConfig, name: str) -> int:
         except Exception as e:
             logger.error("failed to start: %s", e, exc_info=not isinstance(e, SchemaError | OSError))
             status["code"] = 1
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined,misc]
             return
         logger.info(
             "started",
@@ -263,6 +268,6 @@ def run_process(config: HomeserverConfig, name: str) -> int:
         )
 
     reactor.callWhenRunning(lambda: defer.ensureDeferred(start()))  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined,misc]
     sys.stdout.flush()
     return status["code"]

@@ -125,7 +125,8 @@ def _cmd_generate_config(args: argparse.Namespace) -> int:
         raise _UsageError(f"{out} already exists; use --force to overwrite it")
     text = generate_config(
         server_name=args.server_name,
-        data_dir=args.data_dir,
+        # Relative to where the command runs, not to where the config file lands.
+        data_dir=os.path.abspath(args.data_dir),
         listen=args.listen,
         open_registration=args.open_registration,
         postgres_dsn=args.postgres,

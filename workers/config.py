@@ -16,16 +16,18 @@ from typing import Any
 import attrs
 import yaml
 
+from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+
 MAIN_PROCESS = "main"
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 
 # Worker types known to the code. "main" persists events; the others serve
 # reads and forward writes to the writer of each stream.
-WORKER_TYPES = ("main", "sync")
+WORKER_TYPES = ("main", "sync", "stream_writer")
 
-# Streams and their default writer.
-STREAMS = ("events",)
+# Streams, each with one writer process (main unless `stream_writers` names another).
+STREAMS = ("events", "typing", "receipts", "presence", "account_data", "to_device")
 
 
 class ConfigError(Exception):
@@ -90,6 +92,21 @@ class LimitsConfig:
     max_messages_limit: int = 1000
     # Default timeline events per room in /sync.
     default_sync_timeline_limit: int = 10
+    # Longest typing notification a client may ask for (longer ones are cut to this).
+    max_typing_timeout_ms: int = 120_000
+    # Most send-to-device messages delivered to one device per /sync response.
+    max_to_device_per_sync: int = 100
+
+
+@attrs.frozen(slots=True)
+class PresenceConfig:
+    # Off: presence updates are accepted and dropped, /sync carries no presence.
+    enabled: bool = True
+    # An online user inactive this long reads as unavailable.
+    idle_timeout_ms: int = 300_000
+    # An online user active within this window reads as currently_active; /sync
+    # activity refreshes last_active no more often than this.
+    active_window_ms: int = 60_000
 
 
 @attrs.frozen(slots=True)
@@ -134,6 +151,9 @@ class HomeserverConfig:
     limits: LimitsConfig = LimitsConfig()
     proxy: ProxyConfig = ProxyConfig()
     cors_allowed_origins: tuple[str, ...] = ("*",)
+    presence: PresenceConfig = PresenceConfig()
+    # The room version of rooms created without an explicit `room_version`.
+    default_room_version: str = DEFAULT_ROOM_VERSION
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
@@ -182,6 +202,8 @@ _TOP_LEVEL_KEYS = frozenset(
         "workers",
         "stream_writers",
         "proxy",
+        "default_room_version",
+        "presence",
     }
 )
 
@@ -294,6 +316,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str) -> HomeserverConfig:
     processes = (main, *workers)
     stream_writers = _parse_stream_writers(data.get("stream_writers"), processes)
     proxy = _parse_proxy(data.get("proxy"))
+    presence = _parse_presence(data.get("presence"))
+    default_room_version = _parse_room_version(data.get("default_room_version"))
 
     _check_listen_conflicts(processes, proxy if data.get("proxy") is not None else None)
 
@@ -339,6 +363,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str) -> HomeserverConfig:
         limits=limits,
         proxy=proxy,
         cors_allowed_origins=cors,
+        presence=presence,
+        default_room_version=default_room_version,
         raw=copy.deepcopy(dict(data)),
     )
 
@@ -550,6 +576,12 @@ def _parse_stream_writers(raw: object, processes: Sequence[ProcessConfig]) -> di
                 "to receive forwarded writes",
             )
         writers[stream] = writer
+    for proc in processes:
+        if proc.type == "stream_writer" and proc.name not in writers.values():
+            raise ConfigError(
+                f"workers.{proc.name}.type",
+                f"a stream_writer worker must write a stream: name {proc.name!r} under stream_writers",
+            )
     return writers
 
 
@@ -563,6 +595,35 @@ def _parse_proxy(raw: object) -> ProxyConfig:
     if any(c.isspace() or c in ";{}" for c in server_name):
         raise ConfigError("proxy.server_name", f"invalid nginx server_name {server_name!r}")
     return ProxyConfig(listen=listen, server_name=server_name)
+
+
+def _parse_presence(raw: object) -> PresenceConfig:
+    if raw is None:
+        return PresenceConfig()
+    section = _mapping(raw, "presence")
+    _reject_unknown(section, {"enabled", "idle_timeout_ms", "active_window_ms"}, "presence")
+    defaults = PresenceConfig()
+    return PresenceConfig(
+        enabled=_opt_bool(section, "enabled", "presence.enabled", defaults.enabled),
+        idle_timeout_ms=_opt_int(
+            section, "idle_timeout_ms", "presence.idle_timeout_ms", defaults.idle_timeout_ms, minimum=1
+        ),
+        active_window_ms=_opt_int(
+            section, "active_window_ms", "presence.active_window_ms", defaults.active_window_ms,
+            minimum=1,
+        ),
+    )
+
+
+def _parse_room_version(raw: object) -> str:
+    if raw is None:
+        return DEFAULT_ROOM_VERSION
+    if not isinstance(raw, str) or raw not in KNOWN_ROOM_VERSIONS:
+        known = ", ".join(KNOWN_ROOM_VERSIONS)
+        raise ConfigError(
+            "default_room_version", f"expected a room version this server knows ({known}), got {raw!r}"
+        )
+    return raw
 
 
 def _check_listen_conflicts(processes: Sequence[ProcessConfig], proxy: ProxyConfig | None) -> None:

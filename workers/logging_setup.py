@@ -28,7 +28,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value if isinstance(value, str | int | float | bool | None) else repr(value)
+                out[key] = (
+                    value if isinstance(value, str | int | float | bool | None) else repr(value)
+                )
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
@@ -39,10 +41,13 @@ def setup_logging(worker: str, level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter(worker))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {worker} %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {worker} %(levelname)s %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Twisted's own chatter (connection made/lost, factory starting) stays at DEBUG.
     logging.getLogger("twisted").setLevel(max(logging.WARNING, root.level))
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
+    observer: Any = STDLibLogObserver(name="twisted")
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

@@ -23,7 +23,8 @@ def access_token_from(request: Request) -> str | None:
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         raise MatrixError(401, "M_MISSING_TOKEN", "Invalid Authorization header")
-    values = (request.args or {}).get(b"access_token")
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(b"access_token")
     if values:
         return values[0].decode("utf-8", "replace")
     return None

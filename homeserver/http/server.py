@@ -69,8 +69,9 @@ class MatrixRequest(Request):
         self._body_seen += len(data)
         if self._body_seen > self._limit():
             self.body_too_large = True
-            self.content.seek(0)
-            self.content.truncate()
+            if self.content is not None:
+                self.content.seek(0)
+                self.content.truncate()
             return
         super().handleContentChunk(data)
 
@@ -84,7 +85,7 @@ class MatrixSite(server.Site):
         self.name = name
         self.noisy = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: Request) -> None:  # type: ignore[override]
         # Access logs come from our own structured logger, not twisted.web's.
         pass
 
@@ -158,6 +159,7 @@ class JsonResource(resource.Resource):
         path = request.path.decode("ascii", "replace")
         endpoint = "unknown"
         status = 500
+        body: Any
         try:
             self._set_cors(request)
             if method == "OPTIONS":
@@ -245,13 +247,16 @@ def _reject_constant(name: str) -> None:
 
 
 def query_arg(request: Request, name: str) -> str | None:
-    values = (request.args or {}).get(name.encode())
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name.encode())
     if not values:
         return None
     try:
         return values[0].decode("utf-8")
     except UnicodeDecodeError:
-        raise MatrixError(400, "M_INVALID_PARAM", f"Query parameter {name!r} is not UTF-8") from None
+        raise MatrixError(
+            400, "M_INVALID_PARAM", f"Query parameter {name!r} is not UTF-8"
+        ) from None
 
 
 def query_int(
@@ -263,7 +268,9 @@ def query_int(
     try:
         value = int(raw)
     except ValueError:
-        raise MatrixError(400, "M_INVALID_PARAM", f"Query parameter {name!r} must be an integer") from None
+        raise MatrixError(
+            400, "M_INVALID_PARAM", f"Query parameter {name!r} must be an integer"
+        ) from None
     if value < minimum:
         raise MatrixError(400, "M_INVALID_PARAM", f"Query parameter {name!r} must be >= {minimum}")
     if maximum is not None:

@@ -35,8 +35,8 @@ class AccountStore:
     async def get_token(self, token: str) -> TokenInfo | None:
         rows = await self.db.select(
             "get_token",
-            "SELECT t.user_id, t.device_id FROM access_tokens t JOIN users u ON u.user_id = t.user_id"
-            " WHERE t.token = ? AND u.deactivated = 0",
+            "SELECT t.user_id, t.device_id FROM access_tokens t"
+            " JOIN users u ON u.user_id = t.user_id WHERE t.token = ? AND u.deactivated = 0",
             (token,),
         )
         if not rows:
@@ -81,7 +81,8 @@ class AccountStore:
                     (user_id, device_id),
                 )
             txn.execute(
-                "INSERT INTO access_tokens (token, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
+                "INSERT INTO access_tokens (token, user_id, device_id, created_ts)"
+                " VALUES (?, ?, ?, ?)",
                 (token, user_id, device_id, now_ms),
             )
 
@@ -89,7 +90,9 @@ class AccountStore:
 
     async def delete_token(self, token: str) -> None:
         def txn_fn(txn: Transaction) -> None:
-            row = txn.select_one("SELECT user_id, device_id FROM access_tokens WHERE token = ?", (token,))
+            row = txn.select_one(
+                "SELECT user_id, device_id FROM access_tokens WHERE token = ?", (token,)
+            )
             txn.execute("DELETE FROM access_tokens WHERE token = ?", (token,))
             if row:
                 txn.execute(

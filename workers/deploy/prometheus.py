@@ -40,6 +40,9 @@ def render_prometheus(config: HomeserverConfig, *, scrape_interval: str = "15s")
                 "job_name": JOB_NAME,
                 "scrape_interval": scrape_interval,
                 "metrics_path": "/metrics",
+                # Every exposed series already carries worker=<name>; keep it rather
+                # than renaming it to exported_worker on conflict with the target label.
+                "honor_labels": True,
                 "static_configs": static_configs,
             }
         ]
