@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -15,16 +14,10 @@ from twisted.internet import threads
 
 from homeserver.http.errors import MatrixError, forbidden
 from storage.stores.accounts import AccountStore
+from workers.routing import make_access_token  # the token format is the proxy's routing key
 
 _LOCALPART = re.compile(r"^[a-z0-9._=\-/+]+$")
 NONCE_LIFETIME_MS = 60_000
-
-
-def make_access_token(localpart: str) -> str:
-    """`gan_<base32 localpart>_<random>`: opaque to clients, but the reverse proxy can route
-    by user (same user → same sync worker) without a database lookup."""
-    user_part = base64.b32encode(localpart.encode()).decode().rstrip("=").lower()
-    return f"gan_{user_part}_{secrets.token_urlsafe(24)}"
 
 
 def make_device_id() -> str:
@@ -56,7 +49,9 @@ class AccountHandler:
     def validate_localpart(self, localpart: str) -> None:
         if not localpart or not _LOCALPART.match(localpart):
             raise MatrixError(
-                400, "M_INVALID_USERNAME", "User ID may only contain a-z, 0-9, and the characters ._=-/+"
+                400,
+                "M_INVALID_USERNAME",
+                "User ID may only contain a-z, 0-9, and the characters ._=-/+",
             )
         if len(self.user_id_for(localpart).encode()) > 255:
             raise MatrixError(400, "M_INVALID_USERNAME", "User ID is too long")
@@ -68,7 +63,9 @@ class AccountHandler:
         return hashed.decode("ascii")
 
     async def check_password(self, password: str, hashed: str) -> bool:
-        ok: bool = await threads.deferToThread(bcrypt.checkpw, password.encode("utf-8"), hashed.encode("ascii"))
+        ok: bool = await threads.deferToThread(
+            bcrypt.checkpw, password.encode("utf-8"), hashed.encode("ascii")
+        )
         return ok
 
     async def register(
@@ -82,7 +79,9 @@ class AccountHandler:
         admin: bool = False,
     ) -> dict[str, Any]:
         if localpart is None:
-            localpart = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(12))
+            localpart = "".join(
+                secrets.choice(string.ascii_lowercase + string.digits) for _ in range(12)
+            )
         localpart = localpart.lower()
         self.validate_localpart(localpart)
         user_id = self.user_id_for(localpart)
@@ -94,7 +93,9 @@ class AccountHandler:
             result.update(await self._new_session(user_id, device_id, display_name))
         return result
 
-    async def _new_session(self, user_id: str, device_id: str | None, display_name: str | None) -> dict[str, Any]:
+    async def _new_session(
+        self, user_id: str, device_id: str | None, display_name: str | None
+    ) -> dict[str, Any]:
         device_id = device_id or make_device_id()
         token = make_access_token(user_id[1:].split(":", 1)[0])
         await self.store.create_session(user_id, device_id, token, display_name, self.clock_ms())
@@ -132,7 +133,12 @@ class AccountHandler:
         username, password, mac = body.get("username"), body.get("password"), body.get("mac")
         admin = body.get("admin", False)
         user_type = body.get("user_type")
-        for key, value in (("nonce", nonce), ("username", username), ("password", password), ("mac", mac)):
+        for key, value in (
+            ("nonce", nonce),
+            ("username", username),
+            ("password", password),
+            ("mac", mac),
+        ):
             if not isinstance(value, str):
                 raise MatrixError(400, "M_INVALID_PARAM", f"{key} must be a string")
         assert isinstance(nonce, str) and isinstance(username, str) and isinstance(password, str)
@@ -153,6 +159,9 @@ class AccountHandler:
             raise forbidden("HMAC incorrect")
         display_name = body.get("displayname")
         result = await self.register(
-            username, password, admin=admin, display_name=display_name if isinstance(display_name, str) else None
+            username,
+            password,
+            admin=admin,
+            display_name=display_name if isinstance(display_name, str) else None,
         )
         return result
