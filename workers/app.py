@@ -7,6 +7,7 @@ for the writes of that stream; the others follow the stream and forward those wr
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -15,12 +16,14 @@ import time
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.web.server import Site
 
 from homeserver.context import HomeServerContext
 from homeserver.handlers.accounts import AccountHandler
 from homeserver.handlers.auth import Authenticator
+from homeserver.handlers.directory import DirectoryHandler
 from homeserver.handlers.event_creation import EventCreationHandler
 from homeserver.handlers.persister import EventPersister
 from homeserver.handlers.rooms import RoomHandler
@@ -40,6 +43,7 @@ from storage.migrations import SchemaError, check_schema, prepare_database
 from storage.stores.accounts import AccountStore
 from storage.stores.event_persist import EventPersistStore
 from storage.stores.events import EventStore
+from storage.stores.state import StateStore, configure_state_persist_hook
 from workers.config import HomeserverConfig, ListenAddress
 from workers.generate_config import load_signing_key
 from workers.logging_setup import setup_logging
@@ -95,6 +99,13 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
         auth=Authenticator(account_store),
         trackers={},
     )
+    # Importing storage.stores.state registered its persist hook (used on the events writer).
+    configure_state_persist_hook(max_delta_chain=config.limits.state_group_max_delta_chain)
+    ctx.extras["state_store"] = StateStore(
+        db,
+        max_cached_entries=config.limits.state_cache_max_entries,
+        event_cache_size=config.limits.state_event_cache_size,
+    )
     proc = Process(ctx)
     modules = [importlib.import_module(m) for m in API_MODULES]
     my_streams = [s for s in STREAM_DEFINITIONS if ctx.writes_stream(s)]
@@ -111,6 +122,10 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
         if proc.redis is not None:
             proc.redis.publish(wire.PositionMessage(stream, me.name, pos))
 
+    # For the writers of the other streams (homeserver/handlers/stream_writer.py).
+    ctx.extras["id_generators"] = proc.id_generators
+    ctx.extras["publish_position"] = publish
+
     if "events" in my_streams:
         persister = EventPersister(
             EventPersistStore(db),
@@ -123,14 +138,18 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
         ctx.event_creation = EventCreationHandler(
             config.server_name, ctx.signing_key, ctx.event_store, persister, clock_ms
         )
-        ctx.rooms = RoomHandler(ctx.event_creation)
+        ctx.rooms = RoomHandler(
+            ctx.event_creation,
+            DirectoryHandler.install(ctx),
+            default_room_version=config.default_room_version,
+        )
         ctx.accounts = AccountHandler(
             config.server_name,
             account_store,
             clock_ms,
             enable_registration=config.enable_registration,
             registration_shared_secret=config.registration_shared_secret,
-            bcrypt_rounds=int(getattr(config, "bcrypt_rounds", 12)),
+            bcrypt_rounds=config.bcrypt_rounds,
         )
 
     # Write operations: run here for the streams we write, forwarded otherwise.
@@ -162,6 +181,8 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
 
         proc.followers[stream] = StreamFollower(tracker, apply, client.positions, reactor)
 
+    # For followers that fetch rows from their writer (streams kept in its memory).
+    ctx.extras["replication_clients"] = clients
     ctx.writes = WriteDispatcher(
         local_ops,
         op_streams,
@@ -177,6 +198,10 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
         )
         for op_name, op in local_ops.items():
             server.register(op_name, op)
+        for stream in my_streams:
+            rows = STREAM_DEFINITIONS[stream].rows
+            if rows is not None:
+                server.register_rows(stream, functools.partial(rows, ctx))
         await _listen(
             reactor,
             me.replication_listen,
@@ -235,9 +260,15 @@ async def _initial_position(
         try:
             positions = await client.positions()
             return int(positions.get(stream, 0))
-        except Exception:
-            if time.monotonic() > deadline:
-                logger.warning("writer unreachable at start; starting from the database's position")
+        except Exception as e:
+            # Refused: the writer is not running (e.g. main starting before the worker that
+            # writes a stream), so no write is in flight and the stored position is exact.
+            refused = isinstance(e.__cause__, ConnectionRefusedError)
+            if refused or time.monotonic() > deadline:
+                logger.warning(
+                    "writer unreachable at start; starting from the database's position",
+                    extra={"stream": stream},
+                )
                 return int(await max_position(ctx))
             await task.deferLater(ctx.reactor, 0.5, lambda: None)
 

@@ -24,7 +24,7 @@ _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 
 # Worker types known to the code. "main" persists events; the others serve
 # reads and forward writes to the writer of each stream.
-WORKER_TYPES = ("main", "sync", "stream_writer")
+WORKER_TYPES = ("main", "sync", "stream_writer", "client_reader")
 
 # Streams, each with one writer process (main unless `stream_writers` names another).
 STREAMS = ("events", "typing", "receipts", "presence", "account_data", "to_device")
@@ -92,10 +92,24 @@ class LimitsConfig:
     max_messages_limit: int = 1000
     # Default timeline events per room in /sync.
     default_sync_timeline_limit: int = 10
+    # /relations and /threads page sizes, and how many levels `recurse=true` follows.
+    default_relations_limit: int = 20
+    max_relations_limit: int = 1000
+    default_threads_limit: int = 20
+    max_threads_limit: int = 100
+    relations_recursion_depth: int = 3
+    # Largest page of the published room directory (/publicRooms), also used when the
+    # client gives no limit.
+    max_public_rooms_limit: int = 500
     # Longest typing notification a client may ask for (longer ones are cut to this).
     max_typing_timeout_ms: int = 120_000
     # Most send-to-device messages delivered to one device per /sync response.
     max_to_device_per_sync: int = 100
+    # Room state storage: deltas allowed between a state group and its full snapshot,
+    # state entries the per-process read cache may hold, and events whose groups it keeps.
+    state_group_max_delta_chain: int = 50
+    state_cache_max_entries: int = 200_000
+    state_event_cache_size: int = 50_000
 
 
 @attrs.frozen(slots=True)
@@ -143,6 +157,7 @@ class HomeserverConfig:
     log_format: str = "json"  # "json" or "text"
     redis: RedisConfig = RedisConfig()
     enable_registration: bool = False
+    bcrypt_rounds: int = 12
     registration_shared_secret: str | None = None
     replication_secret: str | None = None
     well_known_client_base_url: str | None = None
@@ -193,6 +208,7 @@ _TOP_LEVEL_KEYS = frozenset(
         "database",
         "redis",
         "enable_registration",
+        "bcrypt_rounds",
         "registration_shared_secret",
         "replication_secret",
         "well_known_client",
@@ -303,6 +319,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str) -> HomeserverConfig:
     database = _parse_database(data.get("database"), base_dir=base_dir, data_dir=data_dir)
     redis = _parse_redis(data.get("redis"))
     enable_registration = _opt_bool(data, "enable_registration", "enable_registration", False)
+    # bcrypt's cost factor (4..31); 12 is a sane default for production.
+    bcrypt_rounds = _opt_int(data, "bcrypt_rounds", "bcrypt_rounds", 12, minimum=4, maximum=31)
     registration_shared_secret = _opt_secret(
         data, "registration_shared_secret", "registration_shared_secret"
     )
@@ -356,6 +374,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str) -> HomeserverConfig:
         log_format=log_format,
         redis=redis,
         enable_registration=enable_registration,
+        bcrypt_rounds=bcrypt_rounds,
         registration_shared_secret=registration_shared_secret,
         replication_secret=replication_secret,
         well_known_client_base_url=well_known_client_base_url,
@@ -553,9 +572,7 @@ def _parse_workers(raw: object) -> tuple[ProcessConfig, ...]:
 
 def _parse_stream_writers(raw: object, processes: Sequence[ProcessConfig]) -> dict[str, str]:
     writers = {stream: MAIN_PROCESS for stream in STREAMS}
-    if raw is None:
-        return writers
-    section = _mapping(raw, "stream_writers")
+    section = _mapping(raw if raw is not None else {}, "stream_writers")
     by_name = {p.name: p for p in processes}
     for stream, writer in section.items():
         key = f"stream_writers.{stream}"
@@ -620,9 +637,7 @@ def _parse_room_version(raw: object) -> str:
         return DEFAULT_ROOM_VERSION
     if not isinstance(raw, str) or raw not in KNOWN_ROOM_VERSIONS:
         known = ", ".join(KNOWN_ROOM_VERSIONS)
-        raise ConfigError(
-            "default_room_version", f"expected a room version this server knows ({known}), got {raw!r}"
-        )
+        raise ConfigError("default_room_version", f"expected one of {known}, got {raw!r}")
     return raw
 
 

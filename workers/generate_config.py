@@ -3,8 +3,8 @@
 `generate_config(...)` returns the YAML text; the CLI writes it and calls
 `write_signing_key` for the key file the config names.
 
-Port layout (P = the main listen port, N = sync workers, B = base_port, by default
-right after the last worker port, P + N + 1):
+Port layout (P = the main listen port, N = workers: the sync workers, then the
+client readers; B = base_port, by default right after the last worker port, P + N + 1):
 
     main listen P; worker i listen P + i
     main metrics B; worker i metrics B + i
@@ -36,6 +36,7 @@ def generate_config(
     redis_url: str | None = None,
     sync_workers: int = 0,
     base_port: int | None = None,
+    client_readers: int = 0,
 ) -> str:
     """A commented YAML config; raises ConfigError (naming the argument) on bad input."""
     if not server_name or any(c.isspace() for c in server_name):
@@ -43,20 +44,25 @@ def generate_config(
     if not data_dir:
         raise ConfigError("data_dir", "must not be empty")
     main_listen = parse_listen_address(listen, "listen")
-    if sync_workers < 0:
-        raise ConfigError("sync_workers", f"must be >= 0, got {sync_workers}")
-    if sync_workers and (postgres_dsn is None or redis_url is None):
+    for key, count in (("sync_workers", sync_workers), ("client_readers", client_readers)):
+        if count < 0:
+            raise ConfigError(key, f"must be >= 0, got {count}")
+    # (name, type) of each worker, in port order.
+    workers = [(f"sync{i}", "sync") for i in range(1, sync_workers + 1)] + [
+        (f"reader{i}", "client_reader") for i in range(1, client_readers + 1)
+    ]
+    if workers and (postgres_dsn is None or redis_url is None):
         raise ConfigError(
-            "sync_workers",
+            "sync_workers" if sync_workers else "client_readers",
             "workers need a shared PostgreSQL database and Redis: give postgres_dsn and "
             "redis_url (--postgres DSN --redis URL)",
         )
     redis = _parse_redis_url(redis_url) if redis_url is not None else None
-    multi = sync_workers > 0
+    multi = bool(workers)
 
     host = main_listen.host
     port = main_listen.port
-    next_port = base_port if base_port is not None else port + sync_workers + 1
+    next_port = base_port if base_port is not None else port + len(workers) + 1
 
     def addr(p: int, what: str) -> str:
         if not 1 <= p <= 65535:
@@ -66,10 +72,10 @@ def generate_config(
             )
         return str(ListenAddress(host, p))
 
-    worker_listens = [addr(port + i, f"sync{i} listen") for i in range(1, sync_workers + 1)]
+    worker_listens = [addr(port + i, f"{w[0]} listen") for i, w in enumerate(workers, 1)]
     main_metrics = addr(next_port, "main metrics")
-    worker_metrics = [addr(next_port + i, f"sync{i} metrics") for i in range(1, sync_workers + 1)]
-    next_port += sync_workers + 1
+    worker_metrics = [addr(next_port + i, f"{w[0]} metrics") for i, w in enumerate(workers, 1)]
+    next_port += len(workers) + 1
     replication = None
     if multi:
         replication = addr(next_port, "replication")
@@ -135,6 +141,8 @@ def generate_config(
         "",
         "# Whether anyone may register an account through the client API.",
         f"enable_registration: {'true' if open_registration else 'false'}",
+        "# Cost factor of password hashes (bcrypt, 4..31); each step doubles the work.",
+        "bcrypt_rounds: 12",
         "# Lets `ganglion register-user` (and the admin registration API) create accounts.",
         f"registration_shared_secret: {q(secrets.token_urlsafe(32))}",
         "# Authenticates the internal replication API between processes. Keep it secret.",
@@ -163,6 +171,8 @@ def generate_config(
         f"  max_messages_limit: {limits.max_messages_limit}",
         "  # Default number of timeline events per room in /sync.",
         f"  default_sync_timeline_limit: {limits.default_sync_timeline_limit}",
+        "  # Largest page of the published room directory (/publicRooms).",
+        f"  max_public_rooms_limit: {limits.max_public_rooms_limit}",
         "",
         "# The main process: persists events, serves everything not routed to a worker.",
         "main:",
@@ -178,14 +188,15 @@ def generate_config(
         ]
     out += [
         "",
-        "# Worker processes, by name ([a-z0-9_-]+). Types: sync (serves /sync).",
+        "# Worker processes, by name ([a-z0-9_-]+). Types: sync (serves /sync),",
+        "# client_reader (room reads: /messages, /context, /state, /members, ...).",
     ]
     if multi:
         out.append("workers:")
-        for i in range(sync_workers):
+        for i, (name, worker_type) in enumerate(workers):
             out += [
-                f"  sync{i + 1}:",
-                "    type: sync",
+                f"  {name}:",
+                f"    type: {worker_type}",
                 f"    listen: {q(worker_listens[i])}",
                 f"    metrics_listen: {q(worker_metrics[i])}",
             ]

@@ -20,6 +20,7 @@ from .nginx import NginxServer
 from .postgres import PostgresServer, dbname_of
 from .redis import RedisServer
 from .services import SERVICES, require_service
+from .single import SingleServer, single_server
 
 __all__ = [
     "_require_marked_services",
@@ -31,6 +32,7 @@ __all__ = [
     "pg_dsn",
     "pg_server",
     "redis_server",
+    "single",
 ]
 
 
@@ -137,6 +139,13 @@ def deployment_factory(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
         yield make
     finally:
         _stop_all(started)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
+    """One Ganglion process on SQLite shared by a test module (default config)."""
+    with single_server(tmp_path_factory.mktemp("single")) as server:
+        yield server
 
 
 @pytest.fixture
