@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -16,6 +16,7 @@ from homeserver.events.canonical import InvalidEventError
 from homeserver.events.event import Event, StateKey
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.handlers.persister import EventPersister
+from homeserver.handlers.relations import validate_new_event
 from homeserver.http.errors import MatrixError, forbidden
 from storage.stores.events import EventStore
 
@@ -23,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 # Local events reference at most this many forward extremities.
 MAX_PREV_EVENTS = 10
+
+# A check on a new local event's content beyond the auth rules (e.g. that a canonical
+# alias points to the room): (room_id, sender, state_key, content); raises MatrixError.
+ContentCheck = Callable[[str, str, str | None, Mapping[str, Any]], Awaitable[None]]
 
 
 class RoomLocks:
@@ -62,6 +67,13 @@ class EventCreationHandler:
         self.persister = persister
         self.clock_ms = clock_ms
         self.locks = RoomLocks()
+        # event type -> checks run once the event is authorised, before it is persisted.
+        self.content_checks: dict[str, list[ContentCheck]] = {}
+
+    def add_content_check(self, event_type: str, check: ContentCheck) -> None:
+        checks = self.content_checks.setdefault(event_type, [])
+        if check not in checks:
+            checks.append(check)
 
     async def room_version(self, room_id: str) -> RoomVersion:
         identifier = await self.store.get_room_version(room_id)
@@ -149,6 +161,10 @@ class EventCreationHandler:
                 redacts=redacts,
             )
             self._check(event, auth_state)
+            for check in self.content_checks.get(event_type, ()):
+                await check(room_id, sender, state_key, content)
+            # Redaction permission, thread roots, duplicate annotations (relations module).
+            await validate_new_event(self.store, event, auth_state)
             pos = await self.persister.persist(event, txn=txn)
         return event.event_id, pos
 

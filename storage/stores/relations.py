@@ -48,7 +48,9 @@ def is_valid_replacement_alone(event: Event, relation: Relation) -> bool:
     if relation.rel_type != REPLACE or event.state_key is not None:
         return False
     # An encrypted edit carries m.new_content inside its ciphertext.
-    return event.type == "m.room.encrypted" or isinstance(event.content.get("m.new_content"), Mapping)
+    return event.type == "m.room.encrypted" or isinstance(
+        event.content.get("m.new_content"), Mapping
+    )
 
 
 def _placeholders(n: int) -> str:
@@ -73,14 +75,16 @@ def persist_relations_hook(txn: Transaction, event: Event, stream_ordering: int)
         target = event.redacts
         if target is not None:
             txn.execute(
-                "INSERT INTO redactions (event_id, redacts, room_id, stream_ordering) VALUES (?, ?, ?, ?)",
+                "INSERT INTO redactions (event_id, redacts, room_id, stream_ordering)"
+                " VALUES (?, ?, ?, ?)",
                 (event.event_id, target, room_id, stream_ordering),
             )
             _unrelate(txn, target, room_id)
 
     if event.state_key is not None:
         row = txn.select_one(
-            "SELECT event_id FROM current_state_events WHERE room_id = ? AND type = ? AND state_key = ?",
+            "SELECT event_id FROM current_state_events"
+            " WHERE room_id = ? AND type = ? AND state_key = ?",
             (room_id, event.type, event.state_key),
         )
         if row is not None and row[0] != event.event_id:
@@ -137,10 +141,13 @@ def _refresh_thread(txn: Transaction, room_id: str, root_id: str) -> None:
         " ORDER BY stream_ordering DESC LIMIT 1",
         (root_id, THREAD, room_id),
     )
-    txn.execute("DELETE FROM thread_roots WHERE room_id = ? AND root_event_id = ?", (room_id, root_id))
+    txn.execute(
+        "DELETE FROM thread_roots WHERE room_id = ? AND root_event_id = ?", (room_id, root_id)
+    )
     if latest is not None:
         txn.execute(
-            "INSERT INTO thread_roots (room_id, root_event_id, latest_event_id, latest_stream_ordering)"
+            "INSERT INTO thread_roots"
+            " (room_id, root_event_id, latest_event_id, latest_stream_ordering)"
             " VALUES (?, ?, ?, ?)",
             (room_id, root_id, latest[0], latest[1]),
         )
@@ -226,9 +233,11 @@ class RelationsStore:
                 for parent, edit in txn.select(
                     "SELECT relates_to_id, event_id FROM ("
                     " SELECT r.relates_to_id, r.event_id, ROW_NUMBER() OVER ("
-                    "  PARTITION BY r.relates_to_id ORDER BY r.origin_server_ts DESC, r.event_id DESC"
+                    "  PARTITION BY r.relates_to_id"
+                    "  ORDER BY r.origin_server_ts DESC, r.event_id DESC"
                     " ) AS n FROM event_relations r JOIN events p ON p.event_id = r.relates_to_id"
-                    f" WHERE r.relates_to_id IN ({marks}) AND r.rel_type = ? AND r.is_valid_replacement = 1"
+                    f" WHERE r.relates_to_id IN ({marks}) AND r.rel_type = ?"
+                    " AND r.is_valid_replacement = 1"
                     " AND p.room_id = r.room_id AND p.sender = r.sender AND p.type = r.type"
                     " AND p.state_key IS NULL"
                     ") ranked WHERE n = 1",
@@ -239,7 +248,8 @@ class RelationsStore:
                 for parent, count in txn.select(
                     "SELECT r.relates_to_id, COUNT(*) FROM event_relations r"
                     " JOIN events p ON p.event_id = r.relates_to_id AND p.room_id = r.room_id"
-                    f" WHERE r.relates_to_id IN ({marks}) AND r.rel_type = ? GROUP BY r.relates_to_id",
+                    f" WHERE r.relates_to_id IN ({marks}) AND r.rel_type = ?"
+                    " GROUP BY r.relates_to_id",
                     [*chunk, THREAD],
                 ):
                     counts[parent] = int(count)
@@ -249,7 +259,8 @@ class RelationsStore:
                     latest = dict(
                         txn.select(
                             "SELECT t.root_event_id, t.latest_event_id FROM thread_roots t"
-                            " JOIN events p ON p.event_id = t.root_event_id AND p.room_id = t.room_id"
+                            " JOIN events p"
+                            " ON p.event_id = t.root_event_id AND p.room_id = t.room_id"
                             f" WHERE t.root_event_id IN ({root_marks})",
                             roots,
                         )
@@ -260,7 +271,8 @@ class RelationsStore:
                             r[0]
                             for r in txn.select(
                                 "SELECT DISTINCT relates_to_id FROM event_relations"
-                                f" WHERE relates_to_id IN ({root_marks}) AND rel_type = ? AND sender = ?",
+                                f" WHERE relates_to_id IN ({root_marks})"
+                                " AND rel_type = ? AND sender = ?",
                                 [*roots, THREAD, user_id],
                             )
                         }
@@ -269,7 +281,8 @@ class RelationsStore:
                 for parent, child in txn.select(
                     "SELECT r.relates_to_id, r.event_id FROM event_relations r"
                     " JOIN events p ON p.event_id = r.relates_to_id AND p.room_id = r.room_id"
-                    f" WHERE r.relates_to_id IN ({marks}) AND r.rel_type = ? ORDER BY r.stream_ordering",
+                    f" WHERE r.relates_to_id IN ({marks}) AND r.rel_type = ?"
+                    " ORDER BY r.stream_ordering",
                     [*chunk, REFERENCE],
                 ):
                     data.references.setdefault(parent, []).append(child)
@@ -313,7 +326,8 @@ class RelationsStore:
             f" WHERE tree.depth < ? AND r.room_id = ?{filters}"
             ")"
             " SELECT DISTINCT event_id, stream_ordering FROM tree"
-            f" WHERE stream_ordering > ? AND stream_ordering <= ? ORDER BY stream_ordering {order} LIMIT ?"
+            " WHERE stream_ordering > ? AND stream_ordering <= ?"
+            f" ORDER BY stream_ordering {order} LIMIT ?"
         )
         args = [parent_id, room_id, *filter_args, depth, room_id, *filter_args, after, up_to, limit]
         rows = await self.db.select("get_relation_children", sql, args)
@@ -327,7 +341,8 @@ class RelationsStore:
         sql = (
             "SELECT t.root_event_id, t.latest_stream_ordering FROM thread_roots t"
             " JOIN events p ON p.event_id = t.root_event_id AND p.room_id = t.room_id"
-            " WHERE t.room_id = ? AND t.latest_stream_ordering < ? AND t.latest_stream_ordering <= ?"
+            " WHERE t.room_id = ?"
+            " AND t.latest_stream_ordering < ? AND t.latest_stream_ordering <= ?"
         )
         args: list[Any] = [room_id, before, up_to]
         if participant is not None:
@@ -364,7 +379,8 @@ class RelationsStore:
             for chunk in _chunks(room_ids):
                 for room_id, pos, membership in txn.select(
                     "SELECT room_id, stream_ordering, membership FROM room_memberships"
-                    f" WHERE user_id = ? AND stream_ordering <= ? AND room_id IN ({_placeholders(len(chunk))})"
+                    " WHERE user_id = ? AND stream_ordering <= ?"
+                    f" AND room_id IN ({_placeholders(len(chunk))})"
                     " ORDER BY stream_ordering",
                     [user_id, up_to, *chunk],
                 ):

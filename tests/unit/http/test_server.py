@@ -586,3 +586,16 @@ def test_require_helpers() -> None:
         with pytest.raises(MatrixError) as exc:
             call()
         assert exc.value.errcode == errcode
+
+
+def test_optional_path_groups_that_do_not_match_are_left_out() -> None:
+    router = Router()
+
+    async def handler(request: object, **kwargs: str) -> tuple[int, dict[str, str]]:
+        return 200, kwargs
+
+    router.add("PUT", r"/state/(?P<event_type>[^/]+)(?:/(?P<state_key>[^/]*))?", handler)
+    route, args, _ = router.match("PUT", "/state/m.room.topic")
+    assert route is not None and args == {"event_type": "m.room.topic"}
+    route, args, _ = router.match("PUT", "/state/m.room.topic/%40a%3Ab")
+    assert args == {"event_type": "m.room.topic", "state_key": "@a:b"}
