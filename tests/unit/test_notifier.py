@@ -170,3 +170,17 @@ def test_wait_in_coroutine_with_clock() -> None:
     clock.advance(10)
     assert second == [False]
     assert n.listener_count() == 0
+
+
+def test_wake_room_wakes_listeners_in_that_room_only() -> None:
+    clock = Clock()
+    n = Notifier(cast(IReactorTime, clock))
+    inside = n.listen("@a:hs", ["!r:hs", "!s:hs"])
+    outside = n.listen("@b:hs", ["!s:hs"])
+    r_in, r_out = _results(inside.wait(30)), _results(outside.wait(30))
+    n.wake_room("!r:hs")
+    assert (r_in, r_out) == ([True], [])
+    assert n.listener_count() == 1
+    assert "!r:hs" not in n._by_room  # the woken listener left every index
+    n.wake_room("!nowhere:hs")
+    assert r_out == []

@@ -6,7 +6,7 @@ import random
 from typing import cast
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from twisted.internet import defer
@@ -60,7 +60,7 @@ def test_allocation_after_partial_finish() -> None:
     assert gen.current == c
 
 
-@settings(deadline=None)  # timing-independent; CI machines can be slow
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # busy CI machines
 @given(
     st.integers(min_value=0, max_value=10**12),
     st.integers(min_value=1, max_value=40).flatmap(
@@ -91,7 +91,7 @@ def test_current_never_passes_an_unfinished_id(start: int, case: tuple[int, list
     assert gen.current == max(ids)
 
 
-@settings(deadline=None)  # timing-independent; CI machines can be slow
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # busy CI machines
 @given(st.lists(st.booleans(), min_size=1, max_size=60), st.randoms(use_true_random=False))
 def test_interleaved_allocate_and_finish(steps: list[bool], rnd: random.Random) -> None:
     gen = StreamIdGenerator(0)

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replication.wire import _MAX_MESSAGE, WIRE_VERSION, PositionMessage, WireError, decode, encode
@@ -127,7 +127,7 @@ def test_wire_error_is_value_error() -> None:
     assert issubclass(WireError, ValueError)
 
 
-@settings(deadline=None)  # timing-independent; CI machines can be slow
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # busy CI machines
 @given(NAMES, NAMES, POSITIONS)
 def test_round_trip(stream: str, writer: str, pos: int) -> None:
     msg = PositionMessage(stream, writer, pos)
@@ -138,7 +138,7 @@ def test_round_trip(stream: str, writer: str, pos: int) -> None:
     assert decode(data.decode("ascii")) == msg
 
 
-@settings(deadline=None)  # timing-independent; CI machines can be slow
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # busy CI machines
 @given(st.binary(max_size=_MAX_MESSAGE + 16))
 def test_decode_arbitrary_bytes_only_raises_wire_error(data: bytes) -> None:
     try:
@@ -148,7 +148,7 @@ def test_decode_arbitrary_bytes_only_raises_wire_error(data: bytes) -> None:
     assert isinstance(msg, PositionMessage)
 
 
-@settings(deadline=None)  # timing-independent; CI machines can be slow
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # busy CI machines
 @given(st.text(max_size=_MAX_MESSAGE + 16))
 def test_decode_arbitrary_text_only_raises_wire_error(data: str) -> None:
     try:
@@ -167,7 +167,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(deadline=None)  # timing-independent; CI machines can be slow
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # busy CI machines
 @given(
     st.fixed_dictionaries(
         {},
