@@ -9,10 +9,12 @@ wakes whoever waits on it, returning the position it reached.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 
 from homeserver.context import HomeServerContext
+from homeserver.handlers import account_data, presence, receipts, to_device, typing
 
 
 @attrs.frozen(slots=True)
@@ -22,6 +24,9 @@ class StreamDefinition:
     max_position: Callable[[HomeServerContext], Awaitable[int]]
     # On followers: apply the rows in (after, up_to]; return the position reached.
     apply_rows: Callable[[HomeServerContext, int, int], Awaitable[int]]
+    # On the writer, for streams whose rows are not in the database: the rows in
+    # (after, up_to] as JSON, served at GET /_ganglion/replication/rows/<name>.
+    rows: Callable[[HomeServerContext, int, int], Awaitable[list[dict[str, Any]]]] | None = None
 
 
 _EVENT_BATCH = 1000
@@ -41,4 +46,14 @@ async def _events_apply(ctx: HomeServerContext, after: int, up_to: int) -> int:
 
 STREAM_DEFINITIONS: dict[str, StreamDefinition] = {
     "events": StreamDefinition("events", _events_max, _events_apply),
+    # Kept in its writer's memory; followers fetch the rows from the writer.
+    "typing": StreamDefinition(
+        "typing", typing.max_position, typing.apply_rows, rows=typing.serve_rows
+    ),
+    "receipts": StreamDefinition("receipts", receipts.max_position, receipts.apply_rows),
+    "presence": StreamDefinition("presence", presence.max_position, presence.apply_rows),
+    "account_data": StreamDefinition(
+        "account_data", account_data.max_position, account_data.apply_rows
+    ),
+    "to_device": StreamDefinition("to_device", to_device.max_position, to_device.apply_rows),
 }

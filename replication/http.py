@@ -22,11 +22,14 @@ from twisted.web.server import Request
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from homeserver.http.errors import MatrixError
-from homeserver.http.server import JsonResource, Router, parse_json_object
+from homeserver.http.server import JsonResource, Router, parse_json_object, query_int
 
 logger = logging.getLogger(__name__)
 
 Operation = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# The rows of a stream in (after, up_to] as JSON objects, for streams whose rows are not in
+# the shared database (e.g. kept in the writer's memory); the stream defines their shape.
+RowsProvider = Callable[[int, int], Awaitable[list[dict[str, Any]]]]
 PREFIX = "/_ganglion/replication"
 
 
@@ -37,9 +40,13 @@ class ReplicationServer:
         self.secret = secret.encode()
         self.positions = positions
         self.operations: dict[str, Operation] = {}
+        self.row_providers: dict[str, RowsProvider] = {}
 
     def register(self, name: str, op: Operation) -> None:
         self.operations[name] = op
+
+    def register_rows(self, stream: str, provider: RowsProvider) -> None:
+        self.row_providers[stream] = provider
 
     def _check_secret(self, request: Request) -> None:
         header = request.getHeader("Authorization") or ""
@@ -49,8 +56,16 @@ class ReplicationServer:
 
     def resource(self) -> JsonResource:
         router = Router()
-        router.add("POST", PREFIX + r"/call/(?P<name>[a-z_]+)", self._on_call, PREFIX + "/call/{name}")
+        router.add(
+            "POST", PREFIX + r"/call/(?P<name>[a-z_]+)", self._on_call, PREFIX + "/call/{name}"
+        )
         router.add("GET", PREFIX + r"/positions", self._on_positions, PREFIX + "/positions")
+        router.add(
+            "GET",
+            PREFIX + r"/rows/(?P<stream>[a-z0-9_-]+)",
+            self._on_rows,
+            PREFIX + "/rows/{stream}",
+        )
         router.add("GET", r"/health", self._on_health, "/health")
         return JsonResource(router, cors_origins=())
 
@@ -60,6 +75,15 @@ class ReplicationServer:
     async def _on_positions(self, request: Request) -> tuple[int, Any]:
         self._check_secret(request)
         return 200, {"positions": self.positions()}
+
+    async def _on_rows(self, request: Request, stream: str) -> tuple[int, Any]:
+        self._check_secret(request)
+        provider = self.row_providers.get(stream)
+        if provider is None:
+            raise MatrixError(404, "M_UNRECOGNIZED", f"No rows are served for stream {stream!r}")
+        after = query_int(request, "after", 0, minimum=0)
+        up_to = query_int(request, "up_to", self.positions().get(stream, 0), minimum=0)
+        return 200, {"rows": await provider(after, up_to), "positions": self.positions()}
 
     async def _on_call(self, request: Request, name: str) -> tuple[int, Any]:
         self._check_secret(request)
@@ -103,9 +127,14 @@ class ReplicationClient:
         pool.maxPersistentPerHost = 20
         self.agent = Agent(reactor, pool=pool, connectTimeout=5)
 
-    async def _request(self, method: bytes, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    async def _request(
+        self, method: bytes, path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
         headers = Headers(
-            {b"Authorization": [f"Bearer {self.secret}".encode()], b"Content-Type": [b"application/json"]}
+            {
+                b"Authorization": [f"Bearer {self.secret}".encode()],
+                b"Content-Type": [b"application/json"],
+            }
         )
         producer: Any = _Body(json.dumps(body).encode()) if body is not None else None
         d = self.agent.request(method, (self.base_url + path).encode(), headers, producer)
@@ -115,7 +144,9 @@ class ReplicationClient:
             raw = await readBody(response)
         except Exception as e:
             logger.warning("replication request failed", extra={"path": path, "error": repr(e)})
-            raise MatrixError(502, "M_UNKNOWN", "The writer process is unavailable; try again") from e
+            raise MatrixError(
+                502, "M_UNKNOWN", "The writer process is unavailable; try again"
+            ) from e
         try:
             data = json.loads(raw)
         except ValueError:
@@ -131,7 +162,19 @@ class ReplicationClient:
 
     async def call(self, name: str, args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         data = await self._request(b"POST", f"{PREFIX}/call/{name}", args)
-        return data.get("result") or {}, {k: int(v) for k, v in (data.get("positions") or {}).items()}
+        return data.get("result") or {}, {
+            k: int(v) for k, v in (data.get("positions") or {}).items()
+        }
+
+    async def rows(self, stream: str, after: int, up_to: int) -> list[dict[str, Any]]:
+        """The writer's rows of `stream` in (after, up_to] (for streams it serves rows of)."""
+        data = await self._request(
+            b"GET", f"{PREFIX}/rows/{stream}?after={after}&up_to={up_to}", None
+        )
+        rows = data.get("rows")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise MatrixError(502, "M_UNKNOWN", "Bad answer from the writer process")
+        return rows
 
     async def positions(self) -> dict[str, int]:
         data = await self._request(b"GET", f"{PREFIX}/positions", None)

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--sync-workers", type=int, default=0, metavar="N", help="sync workers (needs both)"
     )
+    g.add_argument(
+        "--client-readers", type=int, default=0, metavar="N", help="client readers (needs both)"
+    )
     g.add_argument("--base-port", type=int, metavar="PORT", help="first metrics/internal port")
     g.add_argument("-o", "--output", required=True, metavar="FILE")
     g.add_argument("--force", action="store_true", help="overwrite an existing config file")
@@ -132,6 +135,7 @@ def _cmd_generate_config(args: argparse.Namespace) -> int:
         postgres_dsn=args.postgres,
         redis_url=args.redis,
         sync_workers=args.sync_workers,
+        client_readers=args.client_readers,
         base_port=args.base_port,
     )
     # Validate before writing anything, exactly as the file will be loaded.

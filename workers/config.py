@@ -623,10 +623,17 @@ def _parse_presence(raw: object) -> PresenceConfig:
     return PresenceConfig(
         enabled=_opt_bool(section, "enabled", "presence.enabled", defaults.enabled),
         idle_timeout_ms=_opt_int(
-            section, "idle_timeout_ms", "presence.idle_timeout_ms", defaults.idle_timeout_ms, minimum=1
+            section,
+            "idle_timeout_ms",
+            "presence.idle_timeout_ms",
+            defaults.idle_timeout_ms,
+            minimum=1,
         ),
         active_window_ms=_opt_int(
-            section, "active_window_ms", "presence.active_window_ms", defaults.active_window_ms,
+            section,
+            "active_window_ms",
+            "presence.active_window_ms",
+            defaults.active_window_ms,
             minimum=1,
         ),
     )

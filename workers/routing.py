@@ -28,7 +28,7 @@ from typing import Literal
 
 import attrs
 
-from workers.config import MAIN_PROCESS, WORKER_TYPES
+from workers.config import MAIN_PROCESS, STREAMS, WORKER_TYPES, HomeserverConfig
 
 Sticky = Literal["user", "room"]
 
@@ -61,10 +61,17 @@ class Route:
     sticky: Sticky | None = None
     #: Long-polling route: the proxy must not buffer responses.
     streaming: bool = False
+    #: Set: the request goes to the one process that writes this stream (`stream_writers`
+    #: in the config; main by default), whatever its type; `worker_type` is then "main".
+    writer_of: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.worker_type not in WORKER_TYPES:
             raise ValueError(f"unknown worker type {self.worker_type!r}")
+        if self.writer_of is not None and (
+            self.writer_of not in STREAMS or self.worker_type != MAIN_PROCESS or self.sticky
+        ):
+            raise ValueError(f"bad stream writer route for {self.writer_of!r}")
         if self.sticky not in (None, "user", "room"):
             raise ValueError(f"unknown stickiness {self.sticky!r}")
         re.compile(self.pattern)
@@ -73,14 +80,49 @@ class Route:
         return re.search(self.pattern, path) is not None
 
 
+def writer_route(pattern: str, stream: str) -> Route:
+    """A route to the writer of `stream`: its writes then need no forwarding hop."""
+    return Route(pattern, MAIN_PROCESS, writer_of=stream)
+
+
+_CLIENT = r"^/_matrix/client/(r0|v3|unstable)"
+
 ROUTES: tuple[Route, ...] = (
     Route(r"^/_matrix/client/(r0|v3|unstable)/sync$", "sync", sticky="user", streaming=True),
+    # The per-user streams' write endpoints (their reads too, where they share the path).
+    writer_route(_CLIENT + r"/rooms/[^/]+/typing/[^/]+$", "typing"),
+    writer_route(_CLIENT + r"/rooms/[^/]+/receipt/[^/]+/[^/]+$", "receipts"),
+    writer_route(_CLIENT + r"/rooms/[^/]+/read_markers$", "receipts"),
+    writer_route(_CLIENT + r"/presence/[^/]+/status$", "presence"),
+    writer_route(_CLIENT + r"/user/[^/]+/(rooms/[^/]+/)?account_data/[^/]+$", "account_data"),
+    writer_route(_CLIENT + r"/user/[^/]+/rooms/[^/]+/tags(/[^/]+)?$", "account_data"),
+    writer_route(_CLIENT + r"/sendToDevice/[^/]+/[^/]+$", "to_device"),
+    # Room history by room, so that one room's pagination stays in one process's caches.
+    Route(_CLIENT + r"/rooms/[^/]+/messages$", "client_reader", sticky="room"),
+    # Reads of rooms and the directory (writes on these paths are forwarded to the writer).
+    Route(
+        r"^/_matrix/client/(r0|v3|unstable|v1)/rooms/[^/]+/"
+        r"(context|event|members|joined_members|state|relations|threads|timestamp_to_event)"
+        r"(/|$)",
+        "client_reader",
+    ),
+    Route(_CLIENT + r"/joined_rooms$", "client_reader"),
+    Route(_CLIENT + r"/publicRooms$", "client_reader"),
+    Route(_CLIENT + r"/directory/room/[^/]+$", "client_reader"),
+    Route(_CLIENT + r"/login$", "client_reader"),
+    Route(r"^/_matrix/client/versions$", "client_reader"),
 )
 
 
 def routes_for(worker_type: str, routes: Sequence[Route] = ROUTES) -> tuple[Route, ...]:
-    """The routes served by `worker_type` (main serves everything unrouted)."""
-    return tuple(r for r in routes if r.worker_type == worker_type)
+    """The routes served by `worker_type` (main serves everything unrouted); routes to a
+    stream's writer are not by type (see `writer_routes`)."""
+    return tuple(r for r in routes if r.worker_type == worker_type and r.writer_of is None)
+
+
+def writer_routes(stream: str, routes: Sequence[Route] = ROUTES) -> tuple[Route, ...]:
+    """The routes served by the writer of `stream`."""
+    return tuple(r for r in routes if r.writer_of == stream)
 
 
 def route_for_path(path: str, routes: Sequence[Route] = ROUTES) -> Route | None:
@@ -94,6 +136,13 @@ def route_for_path(path: str, routes: Sequence[Route] = ROUTES) -> Route | None:
 def worker_type_for_path(path: str, routes: Sequence[Route] = ROUTES) -> str:
     route = route_for_path(path, routes)
     return route.worker_type if route is not None else MAIN_PROCESS
+
+
+def writer_process(config: HomeserverConfig, route: Route) -> str | None:
+    """The process name a stream-writer route resolves to under `config` (else None)."""
+    if route.writer_of is None:
+        return None
+    return config.writer_of(route.writer_of).name
 
 
 # -- access tokens and the user routing key ----------------------------------

@@ -15,7 +15,16 @@ and may provide:
 
 API_MODULES: tuple[str, ...] = (
     "homeserver.rest.accounts",
+    # Before rooms: installs ctx.extras["directory"] (alias resolution) for the modules after it.
+    "homeserver.rest.directory",
     "homeserver.rest.rooms",
     "homeserver.rest.sync",
+    "homeserver.rest.filters",
+    "homeserver.rest.relations",
     "homeserver.rest.server_info",
+    "homeserver.rest.typing",
+    "homeserver.rest.receipts",
+    "homeserver.rest.presence",
+    "homeserver.rest.account_data",
+    "homeserver.rest.to_device",
 )

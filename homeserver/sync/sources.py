@@ -18,19 +18,23 @@ parallel and merges what they return into the response:
 
 The handler applies the client's filter to what sources return (types, senders, rooms,
 limit), so a source may ignore `req.filter`; it is passed so a source can skip work
-(e.g. `req.filter.presence.is_empty()` when the client asked for no presence at all).
+(e.g. `req.filter.presence.allows_nothing()` when the client asked for no presence at all).
 
-Positions: the handler first asks every source for `current_position()` and passes it as
-`req.up_to`; a source returns what changed in (since, up_to] (since None: an initial
-sync, return the full current picture, e.g. all account data). `next_batch` carries
-`up_to` for that stream, so the next call's `since` is exactly this call's `up_to`.
-`has_data` is True when the contribution holds something new for this user; when every
-source and the rooms are empty, a long-poll keeps waiting. Wake long-polls with
+Positions: the handler fixes `req.up_to` before calling `for_sync`: the position of the
+process's tracker for the stream (`ctx.trackers[stream].position`) when there is one,
+else the source's `current_position()`. A source returns what changed in (since, up_to]
+(since None: an initial sync, return the full current picture, e.g. all account data).
+`next_batch` carries `up_to` for that stream, so the next call's `since` is exactly this
+call's `up_to`. `has_data` is True when the contribution holds something new for this
+user; when every source and the rooms are empty, a long-poll keeps waiting. Wake long-polls with
 `ctx.notifier.wake_user(user_id)` / `ctx.notifier.wake_room(room_id)` once the new data is
 readable at the new position.
 
 Rooms in `req.newly_joined_room_ids` were joined within this sync's window: give their
 full per-room picture (e.g. every current receipt), as for an initial sync.
+
+If `for_sync` raises, the handler logs it, leaves that stream's position in next_batch
+where the client's token had it (so nothing is skipped) and answers without it.
 
 A source may also implement `on_sync_request` (see `SyncActivityHook`): the handler calls
 it once per /sync request before computing, e.g. so presence can honour `set_presence`.
@@ -60,9 +64,13 @@ class SyncSourceRequest:
     # This source's position the response is computed at (from current_position()).
     up_to: int
     joined_room_ids: frozenset[str]
-    # Rooms the user joined within (since, up_to] of the events stream.
+    # Rooms the user joined within the events window of this sync (for an initial sync,
+    # every joined room): give their full per-room picture.
     newly_joined_room_ids: frozenset[str]
     filter: SyncFilter = attrs.field(factory=SyncFilter)
+    # The client asked for full_state=true: a source that keeps state (account data) may
+    # return all of it. `since` is still the client's token (to-device acknowledgements).
+    full_state: bool = False
 
 
 @attrs.frozen(slots=True)

@@ -45,7 +45,7 @@ def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
-def _matches(key: StateKey, types: StateFilter | None) -> bool:
+def state_key_matches(key: StateKey, types: StateFilter | None) -> bool:
     if types is None:
         return True
     return any(key[0] == t and (sk is None or key[1] == sk) for t, sk in types)
@@ -89,7 +89,9 @@ class RoomExtrasStore:
 
     async def get_forgotten_rooms(self, user_id: str) -> set[str]:
         rows = await self.db.select(
-            "get_forgotten_rooms", "SELECT room_id FROM room_forgotten WHERE user_id = ?", (user_id,)
+            "get_forgotten_rooms",
+            "SELECT room_id FROM room_forgotten WHERE user_id = ?",
+            (user_id,),
         )
         return {r[0] for r in rows}
 
@@ -166,9 +168,19 @@ class RoomExtrasStore:
         state: dict[StateKey, str] = {}
         for event_type, state_key, event_id in rows:
             key = (event_type, state_key)
-            if _matches(key, types):
+            if state_key_matches(key, types):
                 state[key] = event_id
         return state
+
+    async def get_latest_event_id_at(self, room_id: str, pos: int) -> str | None:
+        """The room's newest event at or before stream position `pos`."""
+        rows = await self.db.select(
+            "get_latest_event_id_at",
+            "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering <= ?"
+            " ORDER BY stream_ordering DESC LIMIT 1",
+            (room_id, pos),
+        )
+        return str(rows[0][0]) if rows else None
 
     async def get_event_ids_near_timestamp(
         self, room_id: str, ts: int, forwards: bool, limit: int

@@ -450,7 +450,7 @@ def test_event_just_under_65536_bytes_is_accepted(server: Server, seed: Seed) ->
         "s",
         "s-1",
         "s1.5",
-        "s1_2",  # more fields than the server knows
+        "s1_0_0_0_0_0_0_2",  # more fields than the server knows
         "s" + "9" * 20,
         "s9999999999999999999",  # 19 digits, beyond a BIGINT
         "s1\n",

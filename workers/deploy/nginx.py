@@ -106,6 +106,11 @@ def upstream_name(worker_type: str, sticky: str | None) -> str:
     return f"{name}_by_{sticky}" if sticky else name
 
 
+def writer_upstream_name(process: str) -> str:
+    """The nginx upstream of one stream-writing worker (for its stream's routes)."""
+    return f"ganglion_writer_{process}"
+
+
 def backend_address(addr: ListenAddress) -> str:
     """Where the proxy connects for a process listening on `addr` (wildcards → loopback)."""
     if addr.host == "0.0.0.0":
@@ -132,6 +137,16 @@ def _render_http_body(config: HomeserverConfig, routes: Sequence[Route]) -> list
         upstream_name(MAIN_PROCESS, None): ([config.main.listen], None)
     }
     for route in routes:
+        if route.writer_of is not None:
+            # The one process writing the stream, as the config names it.
+            writer = config.writer_of(route.writer_of)
+            if writer.name == MAIN_PROCESS or writer.listen is None:
+                targets.append((route, upstream_name(MAIN_PROCESS, None)))
+            else:
+                name = writer_upstream_name(writer.name)
+                upstreams[name] = ([writer.listen], None)
+                targets.append((route, name))
+            continue
         servers = workers_by_type.get(route.worker_type)
         if route.worker_type == MAIN_PROCESS or not servers:
             targets.append((route, upstream_name(MAIN_PROCESS, None)))
@@ -201,7 +216,9 @@ def _render_http_body(config: HomeserverConfig, routes: Sequence[Route]) -> list
     ]
     for route, target in targets:
         note = f"{route.worker_type}"
-        if target == upstream_name(MAIN_PROCESS, None) and route.worker_type != MAIN_PROCESS:
+        if route.writer_of is not None:
+            note = f"writer of {route.writer_of}: {config.writer_of(route.writer_of).name}"
+        elif target == upstream_name(MAIN_PROCESS, None) and route.worker_type != MAIN_PROCESS:
             note += " (no such workers configured: served by main)"
         elif route.sticky:
             note += f", sticky by {route.sticky}"

@@ -14,6 +14,7 @@ from workers.config import (
     DatabaseConfig,
     HomeserverConfig,
     LimitsConfig,
+    STREAMS,
     ListenAddress,
     load_config,
     parse_config,
@@ -96,7 +97,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.database.engine == "sqlite3"
     assert config.database.sqlite_path == os.path.join(data_dir, "homeserver.db")
     assert not config.is_multi_process
-    assert config.stream_writers == {"events": "main"}
+    assert config.stream_writers == {stream: "main" for stream in STREAMS}
     assert config.log_level == "INFO" and config.log_format == "json"
     assert config.redis.enabled is False
     assert config.cors_allowed_origins == ("*",)
@@ -210,7 +211,7 @@ MULTI_ERRORS: list[tuple[str, Any, str, str]] = [
     ("workers", ["sync1"], "workers", "mapping"),
     ("stream_writers.events", "nobody", "stream_writers.events", "no process named"),
     ("stream_writers.events", "sync1", "stream_writers.events", "replication_listen"),
-    ("stream_writers.typing", "main", "stream_writers.typing", "unknown stream"),
+    ("stream_writers.typo", "main", "stream_writers.typo", "unknown stream"),
     ("limits.max_messages_limit", 0, "limits.max_messages_limit", ">= 1"),
     ("limits.default_messages_limit", 5000, "limits.default_messages_limit", "max_messages"),
     ("well_known_client.base_url", "matrix.example.com", "well_known_client.base_url", "URL"),

@@ -1,0 +1,428 @@
+"""SyncHandler against in-memory stores and a fake clock: rooms, sources, tokens, long-polls."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import attrs
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from homeserver.events.event import Event, StateKey
+from homeserver.events.room_versions import get_room_version
+from homeserver.http.errors import MatrixError
+from homeserver.notifier import Notifier
+from homeserver.sync.filters import SyncFilter, parse_sync_filter
+from homeserver.sync.handler import SyncHandler, SyncLimits, SyncRequest
+from homeserver.sync.sources import SyncContribution, SyncSourceRequest
+from homeserver.sync.tokens import StreamToken
+from replication.streams import StreamPositionTracker
+from storage.stores.events import PersistedEvent, StreamRow
+from storage.stores.sync import StateEntry
+
+_VERSION = get_room_version("10")
+assert _VERSION is not None
+VERSION = _VERSION
+ALICE, BOB = "@alice:x", "@bob:x"
+ROOM = "!room:x"
+
+
+class World:
+    """The events table, and the store methods the handler reads, in memory."""
+
+    def __init__(self) -> None:
+        self.events: list[PersistedEvent] = []
+
+    def add(
+        self,
+        type_: str,
+        sender: str,
+        content: dict[str, Any],
+        state_key: str | None = None,
+        room_id: str = ROOM,
+    ) -> PersistedEvent:
+        pos = len(self.events) + 1
+        pdu: dict[str, Any] = {
+            "type": type_,
+            "sender": sender,
+            "room_id": room_id,
+            "content": content,
+            "origin_server_ts": 1000 + pos,
+        }
+        if state_key is not None:
+            pdu["state_key"] = state_key
+        pe = PersistedEvent(Event(pdu, VERSION, f"$e{pos}"), pos)
+        self.events.append(pe)
+        return pe
+
+    # -- EventStore
+    async def get_rooms_for_user(self, user_id: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for pe in self.events:
+            if pe.event.type == "m.room.member" and pe.event.state_key == user_id:
+                out[pe.event.room_id] = str(pe.event.membership)
+        return out
+
+    async def get_rooms_changed(self, room_ids: Any, after: int, up_to: int) -> set[str]:
+        return {
+            pe.event.room_id for pe in self.events if after < pe.stream_ordering <= up_to
+        } & set(room_ids)
+
+    async def get_room_events_backwards(
+        self, room_id: str, before_or_at: int, after: int, limit: int
+    ) -> list[PersistedEvent]:
+        found = [
+            pe
+            for pe in self.events
+            if pe.event.room_id == room_id and after < pe.stream_ordering <= before_or_at
+        ]
+        return list(reversed(found))[:limit]
+
+    async def get_events(self, event_ids: Any) -> dict[str, PersistedEvent]:
+        wanted = set(event_ids)
+        return {pe.event.event_id: pe for pe in self.events if pe.event.event_id in wanted}
+
+    # -- SyncStore
+    async def get_membership_history(self, user_id: str, up_to: int) -> list[tuple[str, str, int]]:
+        return [
+            (pe.event.room_id, str(pe.event.membership), pe.stream_ordering)
+            for pe in self.events
+            if pe.event.type == "m.room.member"
+            and pe.event.state_key == user_id
+            and pe.stream_ordering <= up_to
+        ]
+
+    async def get_state_at(self, room_id: str, pos: int) -> dict[StateKey, StateEntry]:
+        out: dict[StateKey, StateEntry] = {}
+        for pe in self.events:
+            if (
+                pe.event.room_id == room_id
+                and pe.event.state_key is not None
+                and pe.stream_ordering <= pos
+            ):
+                out[pe.event.key] = StateEntry(
+                    pe.event.event_id, pe.stream_ordering, pe.event.membership
+                )
+        return out
+
+    async def get_last_event_at(self, room_id: str, pos: int) -> tuple[str, int] | None:
+        found = [
+            pe for pe in self.events if pe.event.room_id == room_id and pe.stream_ordering <= pos
+        ]
+        return (found[-1].event.event_id, found[-1].stream_ordering) if found else None
+
+    async def get_state_entries(self, event_ids: Any) -> dict[str, StateEntry]:
+        return {
+            pe.event.event_id: StateEntry(
+                pe.event.event_id, pe.stream_ordering, pe.event.membership
+            )
+            for pe in self.events
+            if pe.event.event_id in set(event_ids)
+        }
+
+    async def has_member_events_between(self, room_id: str, after: int, up_to: int) -> bool:
+        return any(
+            pe.event.type == "m.room.member"
+            and pe.event.room_id == room_id
+            and after < pe.stream_ordering <= up_to
+            for pe in self.events
+        )
+
+
+@attrs.define
+class FakeSource:
+    stream: str
+    position: int = 0
+    contribution: SyncContribution = attrs.field(factory=SyncContribution)
+    fail: bool = False
+    seen: list[SyncSourceRequest] = attrs.field(factory=list)
+    presence_calls: list[tuple[str, str, str]] = attrs.field(factory=list)
+
+    async def current_position(self) -> int:
+        return self.position
+
+    async def for_sync(self, req: SyncSourceRequest) -> SyncContribution:
+        self.seen.append(req)
+        if self.fail:
+            raise RuntimeError("source broke")
+        return self.contribution
+
+
+@attrs.define
+class PresenceSource(FakeSource):
+    async def on_sync_request(self, user_id: str, device_id: str, set_presence: str) -> None:
+        self.presence_calls.append((user_id, device_id, set_presence))
+
+
+@attrs.define
+class Rig:
+    world: World
+    clock: Clock
+    notifier: Notifier
+    tracker: StreamPositionTracker
+    handler: SyncHandler
+    extras: dict[str, Any]
+    writer: dict[str, bool]
+
+    def publish(self) -> None:
+        """Makes every stored event visible, as the persister or the follower would."""
+        pos = len(self.world.events)
+        rows = [
+            StreamRow(
+                pe.stream_ordering,
+                pe.event.room_id,
+                pe.event.type,
+                pe.event.state_key,
+                pe.event.membership,
+            )
+            for pe in self.world.events
+            if pe.stream_ordering > self.tracker.position
+        ]
+        self.tracker.advance(pos)
+        self.notifier.on_new_events(rows)
+
+
+def make_rig(*, writer: bool = True) -> Rig:
+    world = World()
+    clock = Clock()
+    notifier = Notifier(clock)
+    tracker = StreamPositionTracker("events", "main", clock)
+    extras: dict[str, Any] = {"sync_sources": []}
+    writes = {"events": writer}
+    handler = SyncHandler(
+        event_store=cast(Any, world),
+        sync_store=cast(Any, world),
+        notifier=notifier,
+        trackers={"events": tracker},
+        writes_stream=lambda s: writes.get(s, False),
+        clock_ms=lambda: int(clock.seconds() * 1000),
+        extras=extras,
+        limits=SyncLimits(catch_up_timeout_s=10, unknown_position_wait_s=2),
+    )
+    return Rig(world, clock, notifier, tracker, handler, extras, writes)
+
+
+def seed_room(rig: Rig) -> None:
+    w = rig.world
+    w.add("m.room.create", ALICE, {"creator": ALICE}, "")
+    w.add("m.room.member", ALICE, {"membership": "join"}, ALICE)
+    w.add("m.room.member", BOB, {"membership": "join"}, BOB)
+    rig.publish()
+
+
+def run(rig: Rig, req: SyncRequest) -> dict[str, Any]:
+    d = defer.ensureDeferred(rig.handler.sync(req))
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "sync did not finish"
+    if isinstance(out[0], Exception) or hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return cast(dict[str, Any], out[0])
+
+
+def req(
+    since: str | None = None,
+    *,
+    timeout_ms: int = 0,
+    sync_filter: SyncFilter | None = None,
+    full_state: bool = False,
+    user: str = BOB,
+) -> SyncRequest:
+    return SyncRequest(
+        user,
+        "DEV",
+        StreamToken.decode(since) if since else None,
+        timeout_ms,
+        full_state,
+        filter=sync_filter or SyncFilter(),
+    )
+
+
+def test_initial_then_incremental_rooms() -> None:
+    rig = make_rig()
+    seed_room(rig)
+    first = run(rig, req())
+    room = first["rooms"]["join"][ROOM]
+    assert [e["event_id"] for e in room["timeline"]["events"]] == ["$e1", "$e2", "$e3"]
+    assert room["state"]["events"] == [] and not room["timeline"]["limited"]
+    assert room["summary"] == {
+        "m.heroes": [ALICE],
+        "m.joined_member_count": 2,
+        "m.invited_member_count": 0,
+    }
+    assert first["next_batch"] == "s3"
+
+    rig.world.add("m.room.message", ALICE, {"body": "hi"})
+    rig.publish()
+    second = run(rig, req(first["next_batch"]))
+    assert [e["event_id"] for e in second["rooms"]["join"][ROOM]["timeline"]["events"]] == ["$e4"]
+    # Unchanged membership: no summary needed.
+    assert "summary" not in second["rooms"]["join"][ROOM]
+    third = run(rig, req(second["next_batch"]))
+    assert third["rooms"]["join"] == {}
+
+
+def test_gappy_sync_state_is_what_changed_before_the_timeline() -> None:
+    rig = make_rig()
+    seed_room(rig)
+    first = run(rig, req())
+    w = rig.world
+    w.add("m.room.message", ALICE, {"body": "1"})
+    w.add("m.room.topic", ALICE, {"topic": "new"}, "")
+    w.add("m.room.message", ALICE, {"body": "2"})
+    w.add("m.room.name", ALICE, {"name": "in timeline"}, "")
+    w.add("m.room.message", ALICE, {"body": "3"})
+    rig.publish()
+    f = parse_sync_filter({"room": {"timeline": {"limit": 2}}})
+    second = run(rig, req(first["next_batch"], sync_filter=f))
+    room = second["rooms"]["join"][ROOM]
+    assert [e["event_id"] for e in room["timeline"]["events"]] == ["$e7", "$e8"]
+    assert room["timeline"]["limited"] is True
+    assert room["timeline"]["prev_batch"] == "s6"
+    assert [e["event_id"] for e in room["state"]["events"]] == ["$e5"]  # the topic, not the name
+
+
+def test_sources_merge_and_compose_next_batch() -> None:
+    rig = make_rig()
+    seed_room(rig)
+    typing = FakeSource(
+        "typing",
+        7,
+        SyncContribution(
+            rooms={ROOM: {"ephemeral": [{"type": "m.typing", "content": {"user_ids": [ALICE]}}]}},
+            has_data=True,
+        ),
+    )
+    presence = PresenceSource(
+        "presence",
+        4,
+        SyncContribution(
+            global_sections={"presence": [{"type": "m.presence", "sender": ALICE, "content": {}}]}
+        ),
+    )
+    broken = FakeSource("receipts", 9, fail=True)
+    rig.extras["sync_sources"].extend([typing, presence, broken])
+    out = run(rig, req("s3_2_5_1", full_state=False))
+    # receipts stays where the client was, since its source failed.
+    assert out["next_batch"] == "s3_7_5_4"
+    assert out["rooms"]["join"][ROOM]["ephemeral"]["events"][0]["type"] == "m.typing"
+    assert out["presence"]["events"][0]["sender"] == ALICE
+    assert presence.presence_calls == [(BOB, "DEV", "online")]
+    seen = typing.seen[0]
+    assert (seen.since, seen.up_to, seen.joined_room_ids, seen.newly_joined_room_ids) == (
+        2,
+        7,
+        frozenset({ROOM}),
+        frozenset(),
+    )
+
+
+def test_future_tokens_are_refused_at_once_on_the_writer() -> None:
+    rig = make_rig(writer=True)
+    seed_room(rig)
+    with pytest.raises(MatrixError) as exc:
+        run(rig, req("s99"))
+    assert exc.value.errcode == "M_INVALID_PARAM"
+    # A stream nothing serves cannot have a position either.
+    with pytest.raises(MatrixError):
+        run(rig, req("s1_0_0_0_0_0_5"))
+    # A source's stream beyond its current position.
+    rig.extras["sync_sources"].append(FakeSource("typing", 3))
+    with pytest.raises(MatrixError):
+        run(rig, req("s1_4"))
+    run(rig, req("s1_3"))
+
+
+def test_follower_waits_briefly_for_catch_up() -> None:
+    rig = make_rig(writer=False)
+    seed_room(rig)
+    rig.world.add("m.room.message", ALICE, {"body": "late"})  # stored, not yet followed
+    d = defer.ensureDeferred(rig.handler.sync(req("s4")))
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert not results
+    rig.clock.advance(1)
+    rig.publish()
+    assert results and isinstance(results[0], dict)
+
+    # Beyond anything the writer announced: 400 after the short wait.
+    d2 = defer.ensureDeferred(rig.handler.sync(req("s50")))
+    failures: list[Any] = []
+    d2.addErrback(failures.append)
+    rig.clock.advance(1.9)
+    assert not failures
+    rig.clock.advance(0.2)
+    assert failures and failures[0].value.errcode == "M_INVALID_PARAM"
+
+
+def test_long_poll_wakes_on_room_event_and_on_source_wakeup() -> None:
+    rig = make_rig()
+    seed_room(rig)
+    first = run(rig, req())
+    d = defer.ensureDeferred(rig.handler.sync(req(first["next_batch"], timeout_ms=30_000)))
+    got: list[Any] = []
+    d.addBoth(got.append)
+    rig.clock.advance(5)
+    assert not got
+    rig.world.add("m.room.message", ALICE, {"body": "wake"})
+    rig.publish()
+    assert got and [
+        e["content"]["body"] for e in got[0]["rooms"]["join"][ROOM]["timeline"]["events"]
+    ] == ["wake"]
+
+    source = FakeSource("account_data", 0)
+    rig.extras["sync_sources"].append(source)
+    d = defer.ensureDeferred(rig.handler.sync(req(got[0]["next_batch"], timeout_ms=30_000)))
+    got2: list[Any] = []
+    d.addBoth(got2.append)
+    assert not got2
+    source.position = 1
+    source.contribution = SyncContribution(
+        global_sections={"account_data": [{"type": "m.direct", "content": {}}]}, has_data=True
+    )
+    rig.notifier.wake_user(BOB)
+    assert got2 and got2[0]["account_data"]["events"][0]["type"] == "m.direct"
+    assert StreamToken.decode(got2[0]["next_batch"]).account_data == 1
+
+
+def test_long_poll_times_out_empty() -> None:
+    rig = make_rig()
+    seed_room(rig)
+    first = run(rig, req())
+    d = defer.ensureDeferred(rig.handler.sync(req(first["next_batch"], timeout_ms=10_000)))
+    got: list[Any] = []
+    d.addBoth(got.append)
+    rig.clock.advance(9.9)
+    assert not got
+    rig.clock.advance(0.2)
+    assert got and got[0]["rooms"]["join"] == {} and got[0]["next_batch"] == first["next_batch"]
+    assert rig.notifier.listener_count() == 0
+
+
+def test_invite_leave_and_include_leave() -> None:
+    rig = make_rig()
+    w = rig.world
+    w.add("m.room.create", ALICE, {}, "")
+    w.add("m.room.member", ALICE, {"membership": "join"}, ALICE)
+    w.add("m.room.name", ALICE, {"name": "N"}, "")
+    w.add("org.example.private", ALICE, {"secret": 1}, "")
+    w.add("m.room.member", ALICE, {"membership": "invite"}, BOB)
+    rig.publish()
+    first = run(rig, req())
+    stripped = first["rooms"]["invite"][ROOM]["invite_state"]["events"]
+    assert {(e["type"], e["state_key"]) for e in stripped} == {
+        ("m.room.create", ""),
+        ("m.room.name", ""),
+        ("m.room.member", BOB),
+    }
+    w.add("m.room.member", BOB, {"membership": "leave"}, BOB)  # rejects
+    rig.publish()
+    second = run(rig, req(first["next_batch"]))
+    left = second["rooms"]["leave"][ROOM]
+    # Never joined: only their own membership, none of the room's state.
+    assert [e["event_id"] for e in left["timeline"]["events"]] == ["$e5", "$e6"]
+    assert left["state"]["events"] == []
+    assert run(rig, req())["rooms"]["leave"] == {}
+    with_leave = run(rig, req(sync_filter=parse_sync_filter({"room": {"include_leave": True}})))
+    assert ROOM in with_leave["rooms"]["leave"]
