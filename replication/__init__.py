@@ -1,1 +1,1 @@
-"""Keeping processes in step: stream positions over Redis, catch-up by position, writes over HTTP."""
+"""Keeping processes in step: positions over Redis, catch-up by position, writes over HTTP."""

@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from twisted.internet import defer, task
-from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.error import ConnectionRefusedError
 from twisted.web.server import Site
 
 from homeserver.context import HomeServerContext
@@ -170,7 +170,9 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
             continue
         writer = config.writer_of(stream)
         assert writer.replication_listen is not None and config.replication_secret
-        client = ReplicationClient(reactor, _url(writer.replication_listen), config.replication_secret)
+        client = ReplicationClient(
+            reactor, _url(writer.replication_listen), config.replication_secret
+        )
         clients[stream] = client
         tracker = StreamPositionTracker(stream, writer.name, reactor)
         tracker.advance(await _initial_position(client, stream, definition.max_position, ctx))
@@ -192,7 +194,9 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
     )
 
     if my_streams and me.replication_listen is not None:
-        assert config.replication_secret, "replication_secret is required with a replication listener"
+        assert config.replication_secret, (
+            "replication_secret is required with a replication listener"
+        )
         server = ReplicationServer(
             config.replication_secret, lambda: {s: ctx.trackers[s].position for s in my_streams}
         )
@@ -205,7 +209,9 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
         await _listen(
             reactor,
             me.replication_listen,
-            MatrixSite(server.resource(), max_body_size=config.limits.max_json_body_size, name=me.name),
+            MatrixSite(
+                server.resource(), max_body_size=config.limits.max_json_body_size, name=me.name
+            ),
         )
 
     # Until Redis answers (or with no Redis at all), poll the writers.
@@ -285,7 +291,9 @@ def run_process(config: HomeserverConfig, name: str) -> int:
         try:
             proc = await build_process(config, name, reactor)
         except Exception as e:
-            logger.error("failed to start: %s", e, exc_info=not isinstance(e, SchemaError | OSError))
+            logger.error(
+                "failed to start: %s", e, exc_info=not isinstance(e, SchemaError | OSError)
+            )
             status["code"] = 1
             reactor.stop()  # type: ignore[attr-defined,misc]
             return

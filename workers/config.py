@@ -597,7 +597,8 @@ def _parse_stream_writers(raw: object, processes: Sequence[ProcessConfig]) -> di
         if proc.type == "stream_writer" and proc.name not in writers.values():
             raise ConfigError(
                 f"workers.{proc.name}.type",
-                f"a stream_writer worker must write a stream: name {proc.name!r} under stream_writers",
+                "a stream_writer worker must write a stream:"
+                f" name {proc.name!r} under stream_writers",
             )
     return writers
 

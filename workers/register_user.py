@@ -29,7 +29,9 @@ def _call(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     except urllib.error.HTTPError as e:
         try:
             err = json.loads(e.read())
-            raise SystemExit(f"ganglion: registration failed: {err.get('errcode')}: {err.get('error')}") from None
+            raise SystemExit(
+                f"ganglion: registration failed: {err.get('errcode')}: {err.get('error')}"
+            ) from None
         except ValueError:
             raise SystemExit(f"ganglion: registration failed: HTTP {e.code}") from None
     except urllib.error.URLError as e:
@@ -61,6 +63,8 @@ def register_user_main(config: HomeserverConfig, args: argparse.Namespace) -> in
         "\x00".join([nonce, user, password, "admin" if admin else "notadmin"]).encode(),
         hashlib.sha1,
     ).hexdigest()
-    result = _call(base, {"nonce": nonce, "username": user, "password": password, "admin": admin, "mac": mac})
+    result = _call(
+        base, {"nonce": nonce, "username": user, "password": password, "admin": admin, "mac": mac}
+    )
     print(f"registered {result['user_id']}")
     return 0

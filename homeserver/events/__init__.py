@@ -1,4 +1,4 @@
-"""The pure event core: room versions, event formats, hashing, signing, auth rules, state resolution.
+"""The pure event core: room versions, formats, hashing, signing, auth rules, state resolution.
 
 Nothing in this package performs I/O.
 """

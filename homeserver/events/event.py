@@ -42,7 +42,11 @@ class Event:
     @property
     def room_id(self) -> str:
         room_id = self.pdu.get("room_id")
-        if room_id is None and self.room_version.room_id_is_create_event_id and self.type == "m.room.create":
+        if (
+            room_id is None
+            and self.room_version.room_id_is_create_event_id
+            and self.type == "m.room.create"
+        ):
             # v12: a create event carries no room_id; the room ID is its event ID with "!".
             return "!" + self.event_id[1:]
         return str(room_id)

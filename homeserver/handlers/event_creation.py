@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from signedjson.key import SigningKey
 from twisted.internet import defer
@@ -83,7 +83,9 @@ class EventCreationHandler:
         assert rv is not None
         return rv
 
-    async def create_room_event(self, room_version: RoomVersion, sender: str, content: Mapping[str, Any]) -> tuple[Event, int]:
+    async def create_room_event(
+        self, room_version: RoomVersion, sender: str, content: Mapping[str, Any]
+    ) -> tuple[Event, int]:
         """Creates and persists a room's m.room.create event; the room ID comes from it (v12)."""
         from homeserver.events.builder import room_id_for_create_event
 
@@ -113,7 +115,9 @@ class EventCreationHandler:
 
         alphabet = string.ascii_letters
         while True:
-            room_id = "!" + "".join(secrets.choice(alphabet) for _ in range(18)) + ":" + self.server_name
+            room_id = (
+                "!" + "".join(secrets.choice(alphabet) for _ in range(18)) + ":" + self.server_name
+            )
             if await self.store.get_room_version(room_id) is None:
                 return room_id
 
@@ -144,7 +148,9 @@ class EventCreationHandler:
                 needed.setdefault(create_key, state_ids[create_key])
             loaded = await self.store.get_events(list(needed.values()))
             auth_state = {k: loaded[eid].event for k, eid in needed.items() if eid in loaded}
-            extremities = sorted(await self.store.get_forward_extremities(room_id), key=lambda x: -x[1])
+            extremities = sorted(
+                await self.store.get_forward_extremities(room_id), key=lambda x: -x[1]
+            )
             prev = extremities[:MAX_PREV_EVENTS]
             depth = max((d for _, d in prev), default=0) + 1
             auth_event_ids = [needed[k] for k in auth_keys if k in needed]
@@ -189,4 +195,3 @@ class EventCreationHandler:
             check_auth_rules(event, auth_state)
         except AuthError as e:
             raise forbidden(e.reason) from None
-

@@ -122,7 +122,11 @@ class Router:
                 continue
             path_known = True
             if route.method == method or (method == "HEAD" and route.method == "GET"):
-                return route, {k: unquote(v) for k, v in m.groupdict().items() if v is not None}, True
+                return (
+                    route,
+                    {k: unquote(v) for k, v in m.groupdict().items() if v is not None},
+                    True,
+                )
         return None, {}, path_known
 
 

@@ -60,13 +60,15 @@ class EventPersistStore:
         room_id = event.room_id
         if new_room_creator is not None:
             t.execute(
-                "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)",
+                "INSERT INTO rooms (room_id, room_version, creator, created_ts)"
+                " VALUES (?, ?, ?, ?)",
                 (room_id, event.room_version.identifier, new_room_creator, now_ms),
             )
         membership = event.membership if event.type == "m.room.member" else None
         t.execute(
-            "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,"
-            " origin_server_ts, received_ts, membership, pdu, txn_user_id, txn_device_id, txn_id)"
+            "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
+            " depth, origin_server_ts, received_ts, membership, pdu,"
+            " txn_user_id, txn_device_id, txn_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 stream_ordering,
@@ -99,7 +101,8 @@ class EventPersistStore:
             [(room_id, p) for p in prevs],
         )
         t.execute(
-            "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)", (room_id, event.event_id)
+            "INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)",
+            (room_id, event.event_id),
         )
         for hook in hooks:
             hook(t, event, stream_ordering)
@@ -117,7 +120,14 @@ class EventPersistStore:
                 t.execute(
                     "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,"
                     " stream_ordering) VALUES (?, ?, ?, ?, ?, ?)",
-                    (event.event_id, event.state_key, event.sender, room_id, membership, stream_ordering),
+                    (
+                        event.event_id,
+                        event.state_key,
+                        event.sender,
+                        room_id,
+                        membership,
+                        stream_ordering,
+                    ),
                 )
         if client_txn is not None:
             t.execute(

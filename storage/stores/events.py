@@ -12,7 +12,9 @@ from homeserver.events.event import Event, StateKey
 from homeserver.events.room_versions import get_room_version
 from storage.database import Database, Transaction
 
-_EVENT_COLUMNS = "e.stream_ordering, e.event_id, e.pdu, r.room_version, e.txn_user_id, e.txn_device_id, e.txn_id"
+_EVENT_COLUMNS = (
+    "e.stream_ordering, e.event_id, e.pdu, r.room_version, e.txn_user_id, e.txn_device_id, e.txn_id"
+)
 _EVENT_FROM = "events e JOIN rooms r ON r.room_id = e.room_id"
 
 
@@ -54,7 +56,9 @@ class EventStore:
         self._room_versions: dict[str, str] = {}
 
     async def get_max_stream_ordering(self) -> int:
-        rows = await self.db.select("get_max_stream_ordering", "SELECT MAX(stream_ordering) FROM events")
+        rows = await self.db.select(
+            "get_max_stream_ordering", "SELECT MAX(stream_ordering) FROM events"
+        )
         return int(rows[0][0] or 0)
 
     async def get_room_version(self, room_id: str) -> str | None:
@@ -84,7 +88,8 @@ class EventStore:
         for i in range(0, len(event_ids), 500):
             chunk = event_ids[i : i + 500]
             for row in txn.select(
-                f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.event_id IN ({_placeholders(len(chunk))})",
+                f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}"
+                f" WHERE e.event_id IN ({_placeholders(len(chunk))})",
                 chunk,
             ):
                 pe = _to_persisted(row)
@@ -109,7 +114,8 @@ class EventStore:
     ) -> PersistedEvent | None:
         rows = await self.db.select(
             "get_current_state_event",
-            "SELECT event_id FROM current_state_events WHERE room_id = ? AND type = ? AND state_key = ?",
+            "SELECT event_id FROM current_state_events"
+            " WHERE room_id = ? AND type = ? AND state_key = ?",
             (room_id, event_type, state_key),
         )
         return await self.get_event(rows[0][0]) if rows else None
@@ -134,7 +140,9 @@ class EventStore:
         )
         return {r[0]: r[1] for r in rows}
 
-    async def get_membership_at(self, user_id: str, room_ids: Iterable[str], pos: int) -> dict[str, str]:
+    async def get_membership_at(
+        self, user_id: str, room_ids: Iterable[str], pos: int
+    ) -> dict[str, str]:
         """Each room's membership of the user as of stream position `pos`."""
         room_list = list(room_ids)
         if not room_list:
@@ -144,7 +152,8 @@ class EventStore:
             out: dict[str, str] = {}
             for row in txn.select(
                 "SELECT room_id, membership, stream_ordering FROM room_memberships"
-                f" WHERE user_id = ? AND stream_ordering <= ? AND room_id IN ({_placeholders(len(room_list))})"
+                " WHERE user_id = ? AND stream_ordering <= ?"
+                f" AND room_id IN ({_placeholders(len(room_list))})"
                 " ORDER BY stream_ordering",
                 [user_id, pos, *room_list],
             ):
@@ -204,7 +213,9 @@ class EventStore:
         )
         return [_to_persisted(r) for r in rows]
 
-    async def get_rooms_changed(self, room_ids: Collection[str], after: int, up_to: int) -> set[str]:
+    async def get_rooms_changed(
+        self, room_ids: Collection[str], after: int, up_to: int
+    ) -> set[str]:
         """Which of these rooms have events in (after, up_to]."""
         if not room_ids or up_to <= after:
             return set()
@@ -215,7 +226,8 @@ class EventStore:
             for i in range(0, len(room_list), 500):
                 chunk = room_list[i : i + 500]
                 for (rid,) in txn.select(
-                    "SELECT DISTINCT room_id FROM events WHERE stream_ordering > ? AND stream_ordering <= ?"
+                    "SELECT DISTINCT room_id FROM events"
+                    " WHERE stream_ordering > ? AND stream_ordering <= ?"
                     f" AND room_id IN ({_placeholders(len(chunk))})",
                     [after, up_to, *chunk],
                 ):

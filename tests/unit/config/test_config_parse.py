@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from workers.config import (
+    STREAMS,
     ConfigError,
     DatabaseConfig,
     HomeserverConfig,
     LimitsConfig,
-    STREAMS,
     ListenAddress,
     load_config,
     parse_config,
