@@ -43,6 +43,11 @@ class StreamIdGenerator:
     def current(self) -> int:
         return self._current
 
+    @property
+    def next_position(self) -> int:
+        """The position the next `allocate` hands out."""
+        return self._next
+
     def allocate(self) -> int:
         pos = self._next
         self._next += 1

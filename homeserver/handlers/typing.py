@@ -6,8 +6,10 @@ changed rooms from the writer (`GET /_ganglion/replication/rows/typing`), since 
 is stored in the database.
 
 Positions must keep growing across writer restarts (followers and clients hold old ones),
-so a writer starts its positions at the wall clock in milliseconds; a restarted writer has
-forgotten who was typing, and tells followers so with a `reset` row.
+so the writer reserves them in blocks in the database (`stream_high_water`) before handing
+them out, and a restarted writer starts above the last reservation. Positions stay small,
+which keeps sync tokens short. A restarted writer has forgotten who was typing, and tells
+followers so with a `reset` row.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from twisted.internet import defer
 from homeserver.handlers.stream_writer import StreamWriter, get_stream_writer
 from homeserver.notifier import Notifier
 from homeserver.sync.sources import SyncContribution, SyncSourceRequest
+from storage.stores.high_water import HighWaterStore
 
 if TYPE_CHECKING:
     from homeserver.context import HomeServerContext
@@ -31,6 +34,9 @@ logger = logging.getLogger(__name__)
 STREAM = "typing"
 _STATE_KEY = "typing"
 _EPOCH_KEY = "typing_epoch"
+# Positions are reserved this many at a time, re-reserving when fewer than the margin remain.
+_RESERVE_BLOCK = 1000
+_RESERVE_MARGIN = 100
 
 
 @attrs.frozen(slots=True)
@@ -95,9 +101,13 @@ class TypingWriter(TypingState):
         clock: Any,
         max_timeout_ms: int,
         epoch: int,
+        high_water: HighWaterStore | None = None,
     ) -> None:
         super().__init__(notifier)
         self.writer = writer
+        self.high_water = high_water
+        self._reserved = epoch
+        self._reserve_lock = defer.DeferredLock()
         self.clock = clock
         self.max_timeout_ms = max_timeout_ms
         # Our first position: rows asked for from below it come from a previous writer.
@@ -115,6 +125,7 @@ class TypingWriter(TypingState):
             self._expiry[key] = self.clock.callLater(timeout_s, self._expire, room_id, user_id)
         if (user_id in self.typing_in(room_id)) == typing:
             return  # no visible change (a refresh only moves the expiry)
+        await self._reserve_positions()
 
         async def store(pos: int) -> None:
             users = set(self.typing_in(room_id))
@@ -125,6 +136,17 @@ class TypingWriter(TypingState):
             self.rooms[room_id] = RoomTyping(pos, tuple(sorted(users)))
 
         await self.writer.write(store, lambda: self.notifier.wake_room(room_id))
+
+    async def _reserve_positions(self) -> None:
+        """Keeps the stored mark ahead of every position we may hand out."""
+        if self.high_water is None:
+            return
+        async with self._reserve_lock:
+            # The margin covers changes already past this check but not yet allocated.
+            if self.writer.id_gen.next_position + _RESERVE_MARGIN >= self._reserved:
+                reserved = self.writer.id_gen.next_position + _RESERVE_BLOCK
+                await self.high_water.raise_to(STREAM, reserved)
+                self._reserved = reserved
 
     def _expire(self, room_id: str, user_id: str) -> None:
         self._expiry.pop((room_id, user_id), None)
@@ -161,6 +183,7 @@ def typing_state(ctx: HomeServerContext) -> TypingState:
                 ctx.reactor,
                 ctx.config.limits.max_typing_timeout_ms,
                 int(ctx.extras.get(_EPOCH_KEY, 0)),
+                HighWaterStore(ctx.db),
             )
         else:
             state = TypingState(ctx.notifier)
@@ -182,8 +205,8 @@ async def max_position(ctx: HomeServerContext) -> int:
         # A follower that cannot ask the writer: from the start (its first fetch takes
         # the writer's whole picture anyway).
         return 0
-    # Nothing is stored: continue above any position a previous writer can have handed out.
-    epoch = ctx.clock_ms()
+    # Continue above any position a previous writer can have handed out.
+    epoch = await HighWaterStore(ctx.db).get(STREAM)
     ctx.extras[_EPOCH_KEY] = epoch
     return epoch
 

@@ -10,78 +10,37 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-import yaml
 
-from tests.harness.ganglion import GanglionProcess, run_cli
+from homeserver.sync.tokens import StreamToken
 from tests.harness.matrix import MatrixClient, quote, request
 from tests.harness.ports import free_port
+from tests.harness.single import SingleServer, single_server
 from tests.harness.waiting import wait_until
 
 TO_DEVICE_LIMIT = 3
 
 
-@attrs.define
-class Server:
-    base_url: str
-    process: GanglionProcess
-    replication_url: str
-    replication_secret: str
-
-    def errors(self) -> list[str]:
-        text = self.process.log_path.read_text("utf-8", "replace")
-        return [ln for ln in text.splitlines() if '"level": "ERROR"' in ln or "Traceback" in ln]
-
-
-def _start(directory: Path, **overrides: Any) -> Server:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "homeserver.yaml"
-    port = free_port()
-    run_cli(
-        "generate-config",
-        "--server-name", "localhost",
-        "--data-dir", str(directory / "data"),
-        "--listen", f"127.0.0.1:{port}",
-        "--open-registration",
-        "-o", str(path),
-    )  # fmt: skip
-    config = yaml.safe_load(path.read_text())
-    config["main"]["metrics_listen"] = f"127.0.0.1:{free_port()}"
-    config["proxy"]["listen"] = f"127.0.0.1:{free_port()}"
-    replication_port = free_port()
-    config["main"]["replication_listen"] = f"127.0.0.1:{replication_port}"
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            config.setdefault(key, {}).update(value)
-        else:
-            config[key] = value
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    base_url = f"http://127.0.0.1:{port}"
-    proc = GanglionProcess(
-        ["run", "-c", path], "main", directory / "main.log", base_url + "/health"
-    )
-    proc.start()
-    return Server(
-        base_url, proc, f"http://127.0.0.1:{replication_port}", config["replication_secret"]
-    )
+def _streams_config(config: dict[str, Any]) -> None:
+    config["limits"]["max_to_device_per_sync"] = TO_DEVICE_LIMIT
+    config["main"]["replication_listen"] = f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = _start(
-        tmp_path_factory.mktemp("streams"), limits={"max_to_device_per_sync": TO_DEVICE_LIMIT}
-    )
-    try:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
+    with single_server(tmp_path_factory.mktemp("streams"), tweak=_streams_config) as srv:
         yield srv
-        assert srv.errors() == []
-    finally:
-        srv.process.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_internal_errors(server: SingleServer) -> Iterator[None]:
+    with server.logs_no_new_errors():
+        yield
 
 
 def ok(result: tuple[int, Any]) -> Any:
@@ -95,12 +54,6 @@ def err(result: tuple[int, Any], status: int, errcode: str) -> None:
     assert result[1]["errcode"] == errcode, result
 
 
-def user(server: Server, name: str = "u") -> MatrixClient:
-    client = MatrixClient(server.base_url)
-    ok(client.register(f"{name}{uuid.uuid4().hex[:8]}"))
-    return client
-
-
 @attrs.define
 class Room:
     alice: MatrixClient
@@ -110,9 +63,9 @@ class Room:
 
 
 @pytest.fixture
-def room(server: Server) -> Room:
+def room(server: SingleServer) -> Room:
     """alice and bob, both joined to a fresh room with three messages from alice."""
-    alice, bob = user(server, "alice"), user(server, "bob")
+    alice, bob = server.new_user("alice"), server.new_user("bob")
     room_id = ok(alice.create_room(preset="public_chat"))["room_id"]
     ok(bob.join(room_id))
     event_ids = [ok(alice.send_text(room_id, f"message {i}"))["event_id"] for i in range(3)]
@@ -179,10 +132,12 @@ def poll_until(
 # -- typing ---------------------------------------------------------------------------------
 
 
-def test_typing_wakes_the_other_members_long_poll_and_stops(room: Room) -> None:
+def test_typing_wakes_the_other_members_long_poll_and_stops(
+    server: SingleServer, room: Room
+) -> None:
     since = ok(room.bob.sync())["next_batch"]
     poll = LongPoll(room.bob, since)
-    time.sleep(0.3)  # not synchronisation: gives the long-poll a chance to be waiting
+    server.wait_for_waiting_listeners(1)
     path = f"rooms/{quote(room.room_id)}/typing/{quote(room.alice.user_id or '')}"
     ok(room.alice.call("PUT", path, {"typing": True, "timeout": 30_000}))
     resp = poll.result()
@@ -215,13 +170,13 @@ def test_typing_expires_after_its_timeout(room: Room) -> None:
     assert ephemeral(expired, room.room_id, "m.typing")[0]["content"]["user_ids"] == []
 
 
-def test_typing_rejects_others_and_bad_bodies(server: Server, room: Room) -> None:
+def test_typing_rejects_others_and_bad_bodies(server: SingleServer, room: Room) -> None:
     alice_path = f"rooms/{quote(room.room_id)}/typing/{quote(room.alice.user_id or '')}"
     err(room.bob.call("PUT", alice_path, {"typing": True}), 403, "M_FORBIDDEN")
     err(room.alice.call("PUT", alice_path, {"typing": "yes"}), 400, "M_BAD_JSON")
     err(room.alice.call("PUT", alice_path, {}), 400, "M_MISSING_PARAM")
     err(room.alice.call("PUT", alice_path, {"typing": True, "timeout": -1}), 400, "M_BAD_JSON")
-    outsider = user(server, "carol")
+    outsider = server.new_user("carol")
     path = f"rooms/{quote(room.room_id)}/typing/{quote(outsider.user_id or '')}"
     err(outsider.call("PUT", path, {"typing": True, "timeout": 1000}), 403, "M_FORBIDDEN")
 
@@ -269,7 +224,7 @@ def test_receipts_never_move_backwards_and_threads_are_separate(room: Room) -> N
     assert by_thread == {None: last, "main": first}
 
 
-def test_receipt_errors(server: Server, room: Room) -> None:
+def test_receipt_errors(server: SingleServer, room: Room) -> None:
     event_id = room.event_ids[0]
     err(room.bob.call("POST", receipt_path(room, "m.nope", event_id), {}), 400, "M_INVALID_PARAM")
     err(
@@ -288,7 +243,7 @@ def test_receipt_errors(server: Server, room: Room) -> None:
         "M_INVALID_PARAM",
     )
     err(room.bob.call("POST", receipt_path(room, "m.read", "$nope"), {}), 404, "M_NOT_FOUND")
-    outsider = user(server, "carol")
+    outsider = server.new_user("carol")
     err(outsider.call("POST", receipt_path(room, "m.read", event_id), {}), 403, "M_FORBIDDEN")
     assert ephemeral(ok(room.alice.sync()), room.room_id, "m.receipt") == []
 
@@ -323,7 +278,7 @@ def test_read_markers_set_fully_read_and_receipts(room: Room) -> None:
 # -- account data and tags ------------------------------------------------------------------
 
 
-def test_account_data_global_and_per_room(server: Server, room: Room) -> None:
+def test_account_data_global_and_per_room(server: SingleServer, room: Room) -> None:
     alice = room.alice
     me = quote(alice.user_id or "")
     initial = ok(alice.sync())
@@ -331,7 +286,7 @@ def test_account_data_global_and_per_room(server: Server, room: Room) -> None:
     err(alice.call("GET", f"user/{me}/account_data/org.example.x"), 404, "M_NOT_FOUND")
 
     poll = LongPoll(alice, since)
-    time.sleep(0.3)  # not synchronisation: gives the long-poll a chance to be waiting
+    server.wait_for_waiting_listeners(1)
     ok(alice.call("PUT", f"user/{me}/account_data/org.example.x", {"a": 1}))
     resp = poll.result()
     assert poll.elapsed < 10
@@ -389,7 +344,7 @@ def test_tags(room: Room) -> None:
 # -- presence -------------------------------------------------------------------------------
 
 
-def test_presence_set_get_and_sync(server: Server, room: Room) -> None:
+def test_presence_set_get_and_sync(server: SingleServer, room: Room) -> None:
     alice, bob = room.alice, room.bob
     since = ok(bob.sync())["next_batch"]
     path = f"presence/{quote(alice.user_id or '')}/status"
@@ -415,7 +370,7 @@ def test_presence_set_get_and_sync(server: Server, room: Room) -> None:
     assert got["presence"] == "online" and got["currently_active"] is True
     assert "status_msg" not in got
 
-    outsider = user(server, "carol")
+    outsider = server.new_user("carol")
     err(outsider.call("GET", path), 403, "M_FORBIDDEN")
     err(bob.call("PUT", path, {"presence": "online"}), 403, "M_FORBIDDEN")
     err(alice.call("PUT", path, {"presence": "asleep"}), 400, "M_INVALID_PARAM")
@@ -423,33 +378,34 @@ def test_presence_set_get_and_sync(server: Server, room: Room) -> None:
     err(alice.call("PUT", path, {"presence": "online", "status_msg": 3}), 400, "M_BAD_JSON")
 
 
-def test_syncing_marks_a_user_online(server: Server) -> None:
-    carol = user(server, "carol")
+def test_syncing_marks_a_user_online(server: SingleServer) -> None:
+    carol = server.new_user("carol")
     path = f"presence/{quote(carol.user_id or '')}/status"
     assert ok(carol.call("GET", path))["presence"] == "offline"
     ok(carol.sync())
     assert ok(carol.call("GET", path))["presence"] == "online"
 
 
+def _presence_off(config: dict[str, Any]) -> None:
+    config.setdefault("presence", {})["enabled"] = False
+
+
 def test_presence_can_be_switched_off(tmp_path: Path) -> None:
-    srv = _start(tmp_path / "nopresence", presence={"enabled": False})
-    try:
-        alice = user(srv, "alice")
+    with single_server(tmp_path / "nopresence", tweak=_presence_off) as srv:
+        alice = srv.new_user("alice")
         path = f"presence/{quote(alice.user_id or '')}/status"
         ok(alice.call("PUT", path, {"presence": "online", "status_msg": "here"}))
         assert ok(alice.call("GET", path)) == {"presence": "offline"}
         assert ok(alice.sync()).get("presence", {}).get("events", []) == []
-        assert srv.errors() == []
-    finally:
-        srv.process.stop()
+        assert srv.new_errors() == []
 
 
 # -- send-to-device --------------------------------------------------------------------------
 
 
-def test_to_device_delivery_acknowledgement_and_txn_ids(server: Server) -> None:
-    alice = user(server, "alice")
-    bob = user(server, "bob")
+def test_to_device_delivery_acknowledgement_and_txn_ids(server: SingleServer) -> None:
+    alice = server.new_user("alice")
+    bob = server.new_user("bob")
     bob2 = MatrixClient(server.base_url)
     ok(bob2.login((bob.user_id or "")[1:].split(":")[0]))
     assert bob2.device_id != bob.device_id
@@ -457,7 +413,7 @@ def test_to_device_delivery_acknowledgement_and_txn_ids(server: Server) -> None:
     b2 = ok(bob2.sync())["next_batch"]
 
     poll = LongPoll(bob, b1)
-    time.sleep(0.3)  # not synchronisation: gives the long-poll a chance to be waiting
+    server.wait_for_waiting_listeners(1)
     body = {"messages": {bob.user_id: {bob.device_id: {"n": 1}}}}
     ok(alice.call("PUT", "sendToDevice/org.example.ping/t1", body))
     ok(alice.call("PUT", "sendToDevice/org.example.ping/t1", body))  # retry: not sent again
@@ -486,8 +442,8 @@ def test_to_device_delivery_acknowledgement_and_txn_ids(server: Server) -> None:
     err(alice.call("PUT", "sendToDevice/x/t3", {"messages": {bob.user_id: []}}), 400, "M_BAD_JSON")
 
 
-def test_a_long_to_device_queue_arrives_over_several_syncs(server: Server) -> None:
-    alice, bob = user(server, "alice"), user(server, "bob")
+def test_a_long_to_device_queue_arrives_over_several_syncs(server: SingleServer) -> None:
+    alice, bob = server.new_user("alice"), server.new_user("bob")
     since = ok(bob.sync())["next_batch"]
     total = TO_DEVICE_LIMIT * 2 + 1
     for i in range(total):
@@ -511,15 +467,17 @@ def test_a_long_to_device_queue_arrives_over_several_syncs(server: Server) -> No
 
 
 def test_the_writer_serves_typing_rows_to_replication_clients_only(
-    server: Server, room: Room
+    server: SingleServer, room: Room
 ) -> None:
     path = f"rooms/{quote(room.room_id)}/typing/{quote(room.alice.user_id or '')}"
     ok(room.alice.call("PUT", path, {"typing": True, "timeout": 30_000}))
+    assert server.replication_url is not None
     url = server.replication_url + "/_ganglion/replication/rows/typing?after=0"
     status, body = request("GET", url, access_token=server.replication_secret)
     assert status == 200, body
     rows = body["rows"]
-    assert rows[0]["reset"] is True  # a follower starting from nothing learns everything
+    # The first writer of a fresh database has no predecessor whose rows must be reset.
+    assert not any(r.get("reset") for r in rows)
     mine = [r for r in rows if r.get("room_id") == room.room_id]
     assert mine and mine[0]["user_ids"] == [room.alice.user_id]
     newest = body["positions"]["typing"]
@@ -538,3 +496,26 @@ def test_the_writer_serves_typing_rows_to_replication_clients_only(
     assert (status, body["errcode"]) == (404, "M_UNRECOGNIZED")
     status, body = request("GET", url + "x", access_token=server.replication_secret)
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+
+
+def test_typing_positions_stay_small_and_keep_growing_across_restarts(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with single_server(tmp_path_factory.mktemp("typing-restart")) as srv:
+        alice = srv.new_user("alice")
+        room_id = ok(alice.call("POST", "createRoom", {}))["room_id"]
+        path = f"rooms/{quote(room_id)}/typing/{quote(alice.user_id or '')}"
+
+        def typing_position() -> int:
+            token = ok(alice.call("GET", "sync", params={"timeout": "0"}))["next_batch"]
+            fields = StreamToken.decode(token)
+            return fields.typing
+
+        ok(alice.call("PUT", path, {"typing": True, "timeout": 30_000}))
+        before = typing_position()
+        assert 0 < before < 10_000  # small numbers keep sync tokens short
+        srv.process.restart()
+        ok(alice.call("PUT", path, {"typing": True, "timeout": 30_000}))
+        after = typing_position()
+        # Every position handed out before the restart stays below the new ones.
+        assert before < after < before + 10_000
