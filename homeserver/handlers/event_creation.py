@@ -89,25 +89,32 @@ class EventCreationHandler:
         """Creates and persists a room's m.room.create event; the room ID comes from it (v12)."""
         from homeserver.events.builder import room_id_for_create_event
 
-        room_id = None
-        if not room_version.room_id_is_create_event_id:
-            room_id = await self._new_legacy_room_id()
-        event = self._build(
-            room_version,
-            room_id=room_id,
-            sender=sender,
-            type="m.room.create",
-            state_key="",
-            content=content,
-            prev_event_ids=[],
-            auth_event_ids=[],
-            depth=1,
-        )
-        self._check(event, {})
-        actual_room_id = room_id_for_create_event(event)
-        async with self.locks.hold(actual_room_id):
-            pos = await self.persister.persist(event, new_room_creator=sender)
-        return event, pos
+        origin_server_ts = self.clock_ms()
+        while True:
+            room_id = None
+            if not room_version.room_id_is_create_event_id:
+                room_id = await self._new_legacy_room_id()
+            event = self._build(
+                room_version,
+                room_id=room_id,
+                sender=sender,
+                type="m.room.create",
+                state_key="",
+                content=content,
+                prev_event_ids=[],
+                auth_event_ids=[],
+                depth=1,
+                origin_server_ts=origin_server_ts,
+            )
+            self._check(event, {})
+            actual_room_id = room_id_for_create_event(event)
+            async with self.locks.hold(actual_room_id):
+                if await self.store.get_room_version(actual_room_id) is None:
+                    pos = await self.persister.persist(event, new_room_creator=sender)
+                    return event, pos
+            # The same sender created a room with the same content in the same
+            # millisecond (v12 room IDs are the create event's hash): move on one.
+            origin_server_ts += 1
 
     async def _new_legacy_room_id(self) -> str:
         import secrets
@@ -174,13 +181,15 @@ class EventCreationHandler:
             pos = await self.persister.persist(event, txn=txn)
         return event.event_id, pos
 
-    def _build(self, room_version: RoomVersion, **kwargs: Any) -> Event:
+    def _build(
+        self, room_version: RoomVersion, origin_server_ts: int | None = None, **kwargs: Any
+    ) -> Event:
         try:
             return build_event(
                 room_version,
                 server_name=self.server_name,
                 signing_key=self.signing_key,
-                origin_server_ts=self.clock_ms(),
+                origin_server_ts=self.clock_ms() if origin_server_ts is None else origin_server_ts,
                 **kwargs,
             )
         except InvalidEventError as e:
