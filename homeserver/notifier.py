@@ -6,12 +6,18 @@ persist, the others as the replication follower catches up.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
+from prometheus_client import Gauge
 from twisted.internet import defer
 
 from homeserver.clock import Clock
 from storage.stores.events import StreamRow
+
+# Long-polls parked right now; tests wait on it to know one is parked before they write.
+WAITING_LISTENERS = Gauge(
+    "ganglion_sync_waiting_listeners", "Listeners parked in the notifier, waiting to be woken"
+)
 
 
 class Listener:
@@ -37,8 +43,11 @@ class Listener:
         d: defer.Deferred[bool] = defer.Deferred()
         self._deferred = d
         call = self.notifier.clock.callLater(timeout_s, self._timeout, d)
+        WAITING_LISTENERS.inc()
 
         def _cleanup(result: bool) -> bool:
+            # Runs once however the wait ends: woken, timed out, closed or cancelled.
+            WAITING_LISTENERS.dec()
             if call.active():
                 call.cancel()
             return result
@@ -64,6 +73,12 @@ class Notifier:
         self.clock = clock
         self._by_room: dict[str, set[Listener]] = {}
         self._by_user: dict[str, set[Listener]] = {}
+        # Called with every batch of event rows before listeners are woken (caches that the
+        # events stream invalidates, e.g. /sync's membership cache).
+        self._row_observers: list[Callable[[Sequence[StreamRow]], None]] = []
+
+    def add_row_observer(self, observer: Callable[[Sequence[StreamRow]], None]) -> None:
+        self._row_observers.append(observer)
 
     def listen(self, user_id: str, room_ids: Iterable[str]) -> Listener:
         listener = Listener(self, user_id, frozenset(room_ids))
@@ -89,6 +104,9 @@ class Notifier:
         return sum(len(s) for s in self._by_user.values())
 
     def on_new_events(self, rows: Iterable[StreamRow]) -> None:
+        rows = list(rows)
+        for observer in self._row_observers:
+            observer(rows)
         woken: set[Listener] = set()
         for row in rows:
             woken.update(self._by_room.get(row.room_id, ()))

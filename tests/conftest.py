@@ -1,7 +1,8 @@
 """Shared pytest setup: the repo root is importable and the harness fixtures are registered.
 
 Fixtures (see tests/harness/fixtures.py): pg_admin_dsn, pg_server, pg_dsn,
-redis_server, nginx_factory, ganglion_factory, deployment_factory, deployment.
+redis_server, nginx_factory, ganglion_factory, deployment_factory, deployment, and
+`single` (one process on SQLite per module; tests/harness/single.py for custom configs).
 Markers postgres/redis/nginx make a test require that service (fail in CI,
 skip elsewhere).
 """

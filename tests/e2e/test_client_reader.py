@@ -4,8 +4,6 @@ visibility rules as on main, and /messages of one room always reaches the same r
 
 from __future__ import annotations
 
-import re
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.harness import metrics
 from tests.harness.ganglion import Deployment, make_deployment_config
-from tests.harness.matrix import MatrixClient, quote
+from tests.harness.matrix import MatrixClient, ok, quote
 from tests.harness.redis import RedisServer
 from tests.harness.waiting import wait_until
 
@@ -23,25 +22,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.m
 READERS = ("reader1", "reader2")
 
 
-def ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    assert status == 200, body
-    return body
-
-
 def served(dep: Deployment, name: str, endpoint: str, method: str = "GET") -> float:
     """How many requests `name` answered for `endpoint` (any status)."""
-    url = dep.url_of(name, "metrics_listen") + "/metrics"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith("ganglion_http_requests_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
-        if labels.get("endpoint") == endpoint and labels.get("method") == method:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    found = metrics.scrape(dep.url_of(name, "metrics_listen"))
+    return found.total("ganglion_http_requests_total", endpoint=endpoint, method=method)
 
 
 def counts(dep: Deployment, endpoint: str) -> dict[str, float]:

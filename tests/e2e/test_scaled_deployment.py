@@ -4,17 +4,25 @@ nginx as real processes, driven through nginx by matrix-nio as users' clients dr
 from __future__ import annotations
 
 import asyncio
-import re
+import functools
 import time
-import urllib.request
 import uuid
 from typing import Any
 
 import pytest
-from nio import AsyncClient, JoinResponse, RegisterResponse, RoomCreateResponse, RoomSendResponse, SyncResponse
+from nio import (
+    AsyncClient,
+    JoinResponse,
+    RegisterResponse,
+    RoomCreateResponse,
+    RoomSendResponse,
+    SyncResponse,
+)
 
+from tests.harness import metrics
 from tests.harness.ganglion import Deployment
 from tests.harness.matrix import quote, request
+from tests.harness.metrics import Metrics
 from tests.harness.redis import RedisServer
 from tests.harness.waiting import wait_until
 
@@ -28,21 +36,21 @@ def call(base: str, method: str, path: str, body: Any = None, token: str | None 
     return request(method, base + path, body, access_token=token)
 
 
-def scrape(dep: Deployment, name: str) -> str:
-    with urllib.request.urlopen(dep.url_of(name, "metrics_listen") + "/metrics", timeout=10) as resp:
-        return str(resp.read().decode())
+def scrape(dep: Deployment, name: str) -> Metrics:
+    return metrics.scrape(dep.url_of(name, "metrics_listen"))
 
 
-def sample(text: str, metric: str, **labels: str) -> float | None:
-    """The value of the first sample of `metric` whose labels include `labels`."""
-    for line in text.splitlines():
-        if not line.startswith(metric + "{"):
-            continue
-        label_text = line[len(metric) + 1 : line.index("}")]
-        have = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
-        if all(have.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+def wait_for_workers_redis(dep: Deployment, *, connected: bool, description: str) -> None:
+    """Until every sync worker reports being (dis)connected from Redis."""
+
+    def reports(name: str) -> bool:
+        value = scrape(dep, name).first("ganglion_replication_redis_connected")
+        return value == float(connected)
+
+    for name in SYNC_WORKERS:
+        wait_until(
+            functools.partial(reports, name), timeout=30, description=f"{name} {description}"
+        )
 
 
 class Receiver:
@@ -128,7 +136,9 @@ async def _scenario(dep: Deployment, redis: RedisServer) -> None:
         # Alice's own sends are visible in her next /sync.
         a_sync = await alice.sync(timeout=0)
         assert isinstance(a_sync, SyncResponse)
-        sent = await alice.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "mine"})
+        sent = await alice.room_send(
+            room_id, "m.room.message", {"msgtype": "m.text", "body": "mine"}
+        )
         assert isinstance(sent, RoomSendResponse), sent
         a_next = await alice.sync(timeout=30_000, since=a_sync.next_batch)
         assert isinstance(a_next, SyncResponse)
@@ -154,24 +164,14 @@ async def _scenario(dep: Deployment, redis: RedisServer) -> None:
 
             # Redis goes away mid-run: the workers keep serving, catching up over HTTP + DB.
             redis.stop()
-            for name in SYNC_WORKERS:
-                wait_until(
-                    lambda n=name: sample(scrape(dep, n), "ganglion_replication_redis_connected") == 0.0,
-                    timeout=30,
-                    description=f"{name} notices Redis is gone",
-                )
+            wait_for_workers_redis(dep, connected=False, description="notices Redis is gone")
             for i in range(20, 35):
                 await send(i)
             await receiver.wait_for_count(35)
 
             # Redis returns: the workers resubscribe, and pushes flow again.
             redis.start()
-            for name in SYNC_WORKERS:
-                wait_until(
-                    lambda n=name: sample(scrape(dep, n), "ganglion_replication_redis_connected") == 1.0,
-                    timeout=30,
-                    description=f"{name} resubscribes to Redis",
-                )
+            wait_for_workers_redis(dep, connected=True, description="resubscribes to Redis")
             for i in range(35, 50):
                 await send(i)
             await receiver.wait_for_count(50)
@@ -183,20 +183,25 @@ async def _scenario(dep: Deployment, redis: RedisServer) -> None:
         await bob.close()
 
 
-def test_chat_through_nginx_with_sync_workers(deployment: Deployment, redis_server: RedisServer) -> None:
+def test_chat_through_nginx_with_sync_workers(
+    deployment: Deployment, redis_server: RedisServer
+) -> None:
     asyncio.run(_scenario(deployment, redis_server))
 
     # /sync was served by the sync workers only, and every process exposes its series.
     scraped = {name: scrape(deployment, name) for name in PROCESSES}
     sync_endpoint = "/_matrix/client/v3/sync"
     served = {
-        name: sample(scraped[name], "ganglion_http_requests_total", endpoint=sync_endpoint, status="200") or 0
+        name: scraped[name].first(
+            "ganglion_http_requests_total", endpoint=sync_endpoint, status="200"
+        )
+        or 0
         for name in PROCESSES
     }
     assert served["main"] == 0, served
     assert served["sync1"] + served["sync2"] >= 10, served
     for name in PROCESSES:
-        text = scraped[name]
+        found = scraped[name]
         for metric in (
             "ganglion_http_request_duration_seconds_bucket",
             "ganglion_http_requests_total",
@@ -206,15 +211,14 @@ def test_chat_through_nginx_with_sync_workers(deployment: Deployment, redis_serv
             "ganglion_replication_stream_lag",
             "ganglion_reactor_tick_seconds_count",
         ):
-            assert sample(text, metric, worker=name) is not None, f"{metric} missing on {name}"
-        position = sample(text, "ganglion_replication_stream_position", stream="events", worker=name)
+            assert found.first(metric, worker=name) is not None, f"{metric} missing on {name}"
+        position = found.first("ganglion_replication_stream_position", stream="events", worker=name)
         assert position is not None and position >= 50
-        assert sample(text, "ganglion_replication_stream_lag", stream="events", worker=name) == 0.0
+        assert found.first("ganglion_replication_stream_lag", stream="events", worker=name) == 0.0
     # Every series carries the worker's name.
     for name in PROCESSES:
-        for line in scraped[name].splitlines():
-            if line and not line.startswith("#"):
-                assert f'worker="{name}"' in line, line
+        for series in scraped[name].samples:
+            assert series.labels.get("worker") == name, series
 
 
 def test_write_to_a_worker_is_forwarded_and_read_back(deployment: Deployment) -> None:
@@ -241,7 +245,10 @@ def test_write_to_a_worker_is_forwarded_and_read_back(deployment: Deployment) ->
         assert status == 200, body
         event_id = body["event_id"]
         status, synced = call(
-            worker, "GET", f"/_matrix/client/v3/sync?timeout=0&since={initial['next_batch']}", token=token
+            worker,
+            "GET",
+            f"/_matrix/client/v3/sync?timeout=0&since={initial['next_batch']}",
+            token=token,
         )
         assert status == 200, synced
         ids = [e["event_id"] for e in synced["rooms"]["join"][room_id]["timeline"]["events"]]

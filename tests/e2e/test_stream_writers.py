@@ -11,9 +11,7 @@ process follows writer1's streams.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -37,8 +35,10 @@ from nio import (
     UpdateReceiptMarkerResponse,
 )
 
+from tests.harness import metrics
 from tests.harness.ganglion import Deployment, make_deployment_config
 from tests.harness.matrix import quote, request
+from tests.harness.metrics import Metrics
 from tests.harness.ports import free_port
 from tests.harness.redis import RedisServer
 from tests.harness.waiting import wait_until
@@ -69,22 +69,8 @@ def _config(tmp: Path, pg_dsn: str, redis_port: int) -> Path:
     return path
 
 
-def scrape(dep: Deployment, name: str) -> str:
-    with urllib.request.urlopen(dep.url_of(name, "metrics_listen") + "/metrics", timeout=10) as r:
-        return str(r.read().decode())
-
-
-def sample(text: str, metric: str, **labels: str) -> float:
-    """The sum of the samples of `metric` whose labels include `labels` (0 if none)."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(metric + "{"):
-            continue
-        # Labels may contain "}" (endpoint templates): the label set ends at the last one.
-        have = dict(re.findall(r'(\w+)="([^"]*)"', line[len(metric) + 1 : line.rindex("}")]))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def scrape(dep: Deployment, name: str) -> Metrics:
+    return metrics.scrape(dep.url_of(name, "metrics_listen"))
 
 
 async def _register(base_url: str, name: str) -> AsyncClient:
@@ -203,17 +189,17 @@ def test_typing_receipts_and_to_device_on_a_stream_writer_worker(
     receipt_endpoint = "/_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}"
     to_device_endpoint = "/_matrix/client/v3/sendToDevice/{eventType}/{txnId}"
     # nginx sent the writes to writer1; only the one sent to main directly went elsewhere.
-    assert sample(scraped[WRITER], requests, endpoint=typing_endpoint, status="200") == 1
-    assert sample(scraped["main"], requests, endpoint=typing_endpoint, status="200") == 1
-    assert sample(scraped[WRITER], requests, endpoint=receipt_endpoint, status="200") == 1
-    assert sample(scraped[WRITER], requests, endpoint=to_device_endpoint, status="200") == 1
+    assert scraped[WRITER].total(requests, endpoint=typing_endpoint, status="200") == 1
+    assert scraped["main"].total(requests, endpoint=typing_endpoint, status="200") == 1
+    assert scraped[WRITER].total(requests, endpoint=receipt_endpoint, status="200") == 1
+    assert scraped[WRITER].total(requests, endpoint=to_device_endpoint, status="200") == 1
     for name in ("main", "sync1", "sync2"):
-        assert sample(scraped[name], requests, endpoint=receipt_endpoint) == 0
-        assert sample(scraped[name], requests, endpoint=to_device_endpoint) == 0
+        assert scraped[name].total(requests, endpoint=receipt_endpoint) == 0
+        assert scraped[name].total(requests, endpoint=to_device_endpoint) == 0
     # Every other process follows writer1's streams, up to its position.
     for stream in MOVED:
-        want = sample(
-            scraped[WRITER], "ganglion_replication_stream_position", stream=stream, writer=WRITER
+        want = scraped[WRITER].total(
+            "ganglion_replication_stream_position", stream=stream, writer=WRITER
         )
         assert want > 0, stream
         for name in ("main", "sync1", "sync2"):
@@ -222,10 +208,9 @@ def test_typing_receipts_and_to_device_on_a_stream_writer_worker(
 
 def _wait_for_position(dep: Deployment, name: str, stream: str, want: float) -> None:
     def reached() -> bool:
-        text = scrape(dep, name)
-        return (
-            sample(text, "ganglion_replication_stream_position", stream=stream, writer=WRITER)
-            >= want
+        position = scrape(dep, name).total(
+            "ganglion_replication_stream_position", stream=stream, writer=WRITER
         )
+        return position >= want
 
     wait_until(reached, timeout=30, description=f"{name} follows {stream} on {WRITER}")

@@ -74,6 +74,13 @@ def request(
         return status, None
 
 
+def ok(result: Response) -> Any:
+    """The body of a 200 response; any other status fails the test, showing the body."""
+    status, body = result
+    assert status == 200, body
+    return body
+
+
 def quote(value: str) -> str:
     """Percent-encode a path segment (room IDs, event types, user IDs)."""
     return urllib.parse.quote(value, safe="")

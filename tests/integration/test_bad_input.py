@@ -15,98 +15,44 @@ import hmac
 import http.client
 import json
 import urllib.parse
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 import pytest
 import yaml
 
-from tests.harness.ganglion import GanglionProcess, run_cli
-from tests.harness.matrix import CLIENT_V3, MatrixClient, quote, request, request_raw
-from tests.harness.ports import free_port
+from tests.harness.ganglion import run_cli
+from tests.harness.matrix import CLIENT_V3, MatrixClient, ok, quote, request, request_raw
+from tests.harness.single import PASSWORD, SingleServer, single_server
 
 BODY_LIMIT = 98_304  # > 65,536 so an oversized *event* fits in an accepted body
 SMALL_BODY_LIMIT = 4096
 MAX_PDU = 65_536
-PASSWORD = "correct horse battery"
 SEEDED_TEXTS = ["first message", "héllo wörld — 日本語 🎉", 'third, with "quotes" and \\']
 
 
-@attrs.define
-class Server:
-    base_url: str
-    config_path: Path
-    process: GanglionProcess
-    log_offset: int = 0
+def _body_limit(max_body: int) -> Callable[[dict[str, Any]], None]:
+    def tweak(config: dict[str, Any]) -> None:
+        config["limits"]["max_json_body_size"] = max_body
 
-    def url(self, path: str) -> str:
-        return self.base_url + (path if path.startswith("/") else f"{CLIENT_V3}/{path}")
-
-    def new_errors(self) -> list[str]:
-        """Lines logged for internal errors (500s) since the last call."""
-        text = self.process.log_path.read_bytes()
-        new, self.log_offset = text[self.log_offset :], len(text)
-        return [
-            line
-            for line in new.decode("utf-8", "replace").splitlines()
-            if '"level": "ERROR"' in line or "Traceback" in line
-        ]
-
-
-def _make_config(directory: Path, *, open_registration: bool, max_body: int) -> tuple[Path, str]:
-    """A single-process SQLite config on free 127.0.0.1 ports; returns (path, base URL)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "homeserver.yaml"
-    port = free_port()
-    run_cli(
-        "generate-config",
-        "--server-name", "localhost",
-        "--data-dir", str(directory / "data"),
-        "--listen", f"127.0.0.1:{port}",
-        *(["--open-registration"] if open_registration else []),
-        "-o", str(path),
-    )  # fmt: skip
-    config = yaml.safe_load(path.read_text())
-    assert config["enable_registration"] is open_registration
-    config["limits"]["max_json_body_size"] = max_body
-    # generate-config puts metrics on port+1, which need not be free.
-    config["main"]["metrics_listen"] = f"127.0.0.1:{free_port()}"
-    config["proxy"]["listen"] = f"127.0.0.1:{free_port()}"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path, f"http://127.0.0.1:{port}"
-
-
-def _start(directory: Path, *, open_registration: bool, max_body: int) -> Server:
-    config_path, base_url = _make_config(
-        directory, open_registration=open_registration, max_body=max_body
-    )
-    proc = GanglionProcess(
-        ["run", "-c", config_path], "main", directory / "main.log", base_url + "/health"
-    )
-    proc.start()
-    return Server(base_url, config_path, proc)
+    return tweak
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = _start(tmp_path_factory.mktemp("open"), open_registration=True, max_body=BODY_LIMIT)
-    try:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
+    with single_server(tmp_path_factory.mktemp("open"), tweak=_body_limit(BODY_LIMIT)) as srv:
         yield srv
-    finally:
-        srv.process.stop()
 
 
 @pytest.fixture(scope="module")
-def closed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = _start(
-        tmp_path_factory.mktemp("closed"), open_registration=False, max_body=SMALL_BODY_LIMIT
-    )
-    try:
+def closed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
+    with single_server(
+        tmp_path_factory.mktemp("closed"),
+        tweak=_body_limit(SMALL_BODY_LIMIT),
+        open_registration=False,
+    ) as srv:
         yield srv
-    finally:
-        srv.process.stop()
 
 
 @attrs.define
@@ -117,20 +63,12 @@ class Seed:
     event_ids: list[str]
 
 
-def _ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    assert status == 200, body
-    return body
-
-
 @pytest.fixture(scope="module")
-def seed(server: Server) -> Seed:
+def seed(server: SingleServer) -> Seed:
     """alice owns a private room with messages; bob exists but is not in it."""
-    alice, bob = MatrixClient(server.base_url), MatrixClient(server.base_url)
-    _ok(alice.register("alice", PASSWORD))
-    _ok(bob.register("bob", PASSWORD))
-    room_id = _ok(alice.create_room(name="Seeded", topic="Tópico"))["room_id"]
-    event_ids = [_ok(alice.send_text(room_id, text))["event_id"] for text in SEEDED_TEXTS]
+    alice, bob = server.register("alice"), server.register("bob")
+    room_id = ok(alice.create_room(name="Seeded", topic="Tópico"))["room_id"]
+    event_ids = [ok(alice.send_text(room_id, text))["event_id"] for text in SEEDED_TEXTS]
     return Seed(alice, bob, room_id, event_ids)
 
 
@@ -157,13 +95,11 @@ def _snapshot(seed: Seed) -> tuple[Any, ...]:
 
 
 @pytest.fixture(autouse=True)
-def _unchanged(server: Server, seed: Seed) -> Iterator[tuple[Any, ...]]:
+def _unchanged(server: SingleServer, seed: Seed) -> Iterator[tuple[Any, ...]]:
     """After each test: no internal error was logged and the seeded data is as it was."""
-    server.new_errors()
-    before = _snapshot(seed)
-    yield before
-    assert server.process.running, server.process.log_tail()
-    assert server.new_errors() == []
+    with server.logs_no_new_errors():
+        before = _snapshot(seed)
+        yield before
     assert _snapshot(seed) == before
 
 
@@ -203,15 +139,15 @@ def test_seeded_room_reads_back(seed: Seed, _unchanged: tuple[Any, ...]) -> None
     ],
     ids=["syntax", "truncated", "not-utf8", "nan", "trailing", "deep", "lone-surrogate"],
 )
-def test_malformed_json_is_m_not_json(server: Server, body: bytes) -> None:
+def test_malformed_json_is_m_not_json(server: SingleServer, body: bytes) -> None:
     _assert_error(request("POST", server.url("login"), body), 400, "M_NOT_JSON")
 
 
-def test_empty_body_where_one_is_required(server: Server) -> None:
+def test_empty_body_where_one_is_required(server: SingleServer) -> None:
     _assert_error(request("POST", server.url("login"), b""), 400, "M_NOT_JSON")
 
 
-def test_malformed_json_on_authenticated_endpoints(server: Server, seed: Seed) -> None:
+def test_malformed_json_on_authenticated_endpoints(server: SingleServer, seed: Seed) -> None:
     token = seed.alice.access_token
     room = quote(seed.room_id)
     for method, path in [
@@ -226,7 +162,7 @@ def test_malformed_json_on_authenticated_endpoints(server: Server, seed: Seed) -
 
 
 @pytest.mark.parametrize("body", [b"[1, 2]", b'"a string"', b"5", b"null", b"true"])
-def test_json_that_is_not_an_object(server: Server, seed: Seed, body: bytes) -> None:
+def test_json_that_is_not_an_object(server: SingleServer, seed: Seed, body: bytes) -> None:
     # Ganglion (like its unit tests) answers M_NOT_JSON for any body that is not an object.
     _assert_error(request("POST", server.url("login"), body), 400, "M_NOT_JSON")
     result = request(
@@ -261,7 +197,7 @@ def _login_body(**overrides: Any) -> dict[str, Any]:
     ],
     ids=["password-int", "password-list", "type", "identifier", "user", "device", "name"],
 )
-def test_login_wrong_types(server: Server, body: dict[str, Any]) -> None:
+def test_login_wrong_types(server: SingleServer, body: dict[str, Any]) -> None:
     _assert_error(request("POST", server.url("login"), body), 400, "M_BAD_JSON")
 
 
@@ -275,7 +211,7 @@ def test_login_wrong_types(server: Server, body: dict[str, Any]) -> None:
     ],
     ids=["no-password", "no-type", "no-user-in-identifier", "no-user"],
 )
-def test_login_missing_fields(server: Server, body: dict[str, Any]) -> None:
+def test_login_missing_fields(server: SingleServer, body: dict[str, Any]) -> None:
     _assert_error(request("POST", server.url("login"), body), 400, "M_MISSING_PARAM")
 
 
@@ -309,7 +245,7 @@ def test_login_missing_fields(server: Server, body: dict[str, Any]) -> None:
     ],
 )
 def test_create_room_bad_input_creates_nothing(
-    server: Server, seed: Seed, body: dict[str, Any], status: int, errcode: str
+    server: SingleServer, seed: Seed, body: dict[str, Any], status: int, errcode: str
 ) -> None:
     # The autouse check also asserts alice's room list did not grow (no half-made room).
     _assert_error(seed.alice.create_room(**body), status, errcode)
@@ -328,7 +264,7 @@ def test_create_room_bad_input_creates_nothing(
         ("GET", f"{CLIENT_V3}/rooms/!r:localhost/send/m.room.message/t/extra"),
     ],
 )
-def test_unknown_endpoint_is_404_unrecognized(server: Server, method: str, path: str) -> None:
+def test_unknown_endpoint_is_404_unrecognized(server: SingleServer, method: str, path: str) -> None:
     _assert_error(request(method, server.base_url + path, {}), 404, "M_UNRECOGNIZED")
 
 
@@ -343,7 +279,9 @@ def test_unknown_endpoint_is_404_unrecognized(server: Server, method: str, path:
         ("PUT", "/health"),
     ],
 )
-def test_known_path_wrong_method_is_405(server: Server, seed: Seed, method: str, path: str) -> None:
+def test_known_path_wrong_method_is_405(
+    server: SingleServer, seed: Seed, method: str, path: str
+) -> None:
     result = request(method, server.url(path), {}, access_token=seed.alice.access_token)
     _assert_error(result, 405, "M_UNRECOGNIZED")
 
@@ -379,7 +317,7 @@ def _chunked_post(url: str, chunks: list[bytes]) -> tuple[int, Any]:
         conn.close()
 
 
-def test_oversized_body_is_413(server: Server, closed_server: Server) -> None:
+def test_oversized_body_is_413(server: SingleServer, closed_server: SingleServer) -> None:
     for srv, limit in ((server, BODY_LIMIT), (closed_server, SMALL_BODY_LIMIT)):
         url = srv.url("login")
         # At the limit the body is read and handled (a wrong password), one byte over it is not.
@@ -395,7 +333,7 @@ def test_oversized_body_is_413(server: Server, closed_server: Server) -> None:
         assert closed_server.new_errors() == []
 
 
-def test_oversized_body_on_authenticated_endpoint(server: Server, seed: Seed) -> None:
+def test_oversized_body_on_authenticated_endpoint(server: SingleServer, seed: Seed) -> None:
     body = json.dumps({"msgtype": "m.text", "body": "x" * (BODY_LIMIT + 1)}).encode()
     url = server.url(f"rooms/{quote(seed.room_id)}/send/m.room.message/too-big-body")
     _assert_error(
@@ -403,7 +341,7 @@ def test_oversized_body_on_authenticated_endpoint(server: Server, seed: Seed) ->
     )
 
 
-def test_event_over_65536_bytes_is_413(server: Server, seed: Seed) -> None:
+def test_event_over_65536_bytes_is_413(server: SingleServer, seed: Seed) -> None:
     room = quote(seed.room_id)
     token = seed.alice.access_token
     big = {"msgtype": "m.text", "body": "y" * (MAX_PDU + 1)}
@@ -428,10 +366,10 @@ def test_event_over_65536_bytes_is_413(server: Server, seed: Seed) -> None:
     )
 
 
-def test_event_just_under_65536_bytes_is_accepted(server: Server, seed: Seed) -> None:
+def test_event_just_under_65536_bytes_is_accepted(server: SingleServer, seed: Seed) -> None:
     bob = seed.bob
-    room_id = _ok(bob.create_room())["room_id"]
-    event_id = _ok(bob.send(room_id, {"msgtype": "m.text", "body": "w" * 60_000}))["event_id"]
+    room_id = ok(bob.create_room())["room_id"]
+    event_id = ok(bob.send(room_id, {"msgtype": "m.text", "body": "w" * 60_000}))["event_id"]
     status, body = bob.call(
         "GET", f"rooms/{quote(room_id)}/messages", params={"dir": "b", "limit": 1}
     )
@@ -521,13 +459,13 @@ def test_messages_tokens_at_the_edges_are_served(seed: Seed) -> None:
     ("method", "path"),
     [("GET", "account/whoami"), ("GET", "sync"), ("POST", "createRoom"), ("POST", "logout")],
 )
-def test_missing_token_is_401(server: Server, method: str, path: str) -> None:
+def test_missing_token_is_401(server: SingleServer, method: str, path: str) -> None:
     _assert_error(request(method, server.url(path), {}), 401, "M_MISSING_TOKEN")
     result = request(method, server.url(path), {}, headers={"Authorization": "Basic YTpi"})
     _assert_error(result, 401, "M_MISSING_TOKEN")
 
 
-def test_unknown_token_is_401(server: Server, seed: Seed) -> None:
+def test_unknown_token_is_401(server: SingleServer, seed: Seed) -> None:
     assert seed.alice.access_token is not None
     for token in ("nope", "gan_mfwgsy3f_forged", seed.alice.access_token + "x"):
         _assert_error(
@@ -545,18 +483,18 @@ def test_unknown_token_is_401(server: Server, seed: Seed) -> None:
     _assert_error(result, 401, "M_UNKNOWN_TOKEN")
 
 
-def test_token_is_unknown_after_logout(server: Server) -> None:
+def test_token_is_unknown_after_logout(server: SingleServer) -> None:
     client = MatrixClient(server.base_url)
-    _ok(client.login("bob", PASSWORD))
-    _ok(client.whoami())
-    _ok(client.call("POST", "logout", {}))
+    ok(client.login("bob", PASSWORD))
+    ok(client.whoami())
+    ok(client.call("POST", "logout", {}))
     _assert_error(client.whoami(), 401, "M_UNKNOWN_TOKEN")
 
 
 # ------------------------------------------------------------ registration --
 
 
-def test_registration_disabled(closed_server: Server) -> None:
+def test_registration_disabled(closed_server: SingleServer) -> None:
     client = MatrixClient(closed_server.base_url)
     _assert_error(client.register("someone"), 403, "M_FORBIDDEN")
     body = {"username": "other", "password": "p", "auth": {"type": "m.login.dummy"}}
@@ -565,23 +503,23 @@ def test_registration_disabled(closed_server: Server) -> None:
     assert closed_server.new_errors() == []
 
 
-def test_duplicate_username(server: Server, seed: Seed) -> None:
+def test_duplicate_username(server: SingleServer, seed: Seed) -> None:
     for name in ("alice", "ALICE", "bob"):
         _assert_error(MatrixClient(server.base_url).register(name), 400, "M_USER_IN_USE")
     result = request("GET", server.url("register/available?username=alice"))
     _assert_error(result, 400, "M_USER_IN_USE")
     # The original account is untouched: its password still works.
-    _ok(MatrixClient(server.base_url).login("alice", PASSWORD))
+    ok(MatrixClient(server.base_url).login("alice", PASSWORD))
 
 
 @pytest.mark.parametrize(
     "username", ["Bad User!", "", "é", "a:b", "@alice", "a" * 300, "tab\there", "nul\u0000"]
 )
-def test_invalid_username(server: Server, username: str) -> None:
+def test_invalid_username(server: SingleServer, username: str) -> None:
     _assert_error(MatrixClient(server.base_url).register(username), 400, "M_INVALID_USERNAME")
 
 
-def test_register_wrong_types(server: Server) -> None:
+def test_register_wrong_types(server: SingleServer) -> None:
     base = {"password": "p", "auth": {"type": "m.login.dummy"}}
     for extra in ({"username": 5}, {"username": "ok1", "inhibit_login": "yes"},
                   {"username": "ok2", "device_id": []}):  # fmt: skip
@@ -595,7 +533,7 @@ def test_register_wrong_types(server: Server) -> None:
     ("user", "password"),
     [("alice", "wrong"), ("alice", ""), ("nobody", PASSWORD), ("@alice:elsewhere", PASSWORD)],
 )
-def test_wrong_password_is_403(server: Server, seed: Seed, user: str, password: str) -> None:
+def test_wrong_password_is_403(server: SingleServer, seed: Seed, user: str, password: str) -> None:
     _assert_error(MatrixClient(server.base_url).login(user, password), 403, "M_FORBIDDEN")
 
 
@@ -640,7 +578,7 @@ def test_bad_event_content_is_rejected(seed: Seed) -> None:
 # ---------------------------------------------------- admin registration --
 
 
-def _shared_secret(server: Server) -> str:
+def _shared_secret(server: SingleServer) -> str:
     secret = yaml.safe_load(server.config_path.read_text())["registration_shared_secret"]
     assert isinstance(secret, str) and secret
     return secret
@@ -651,7 +589,7 @@ def _mac(secret: str, nonce: str, user: str, password: str, admin: bool) -> str:
     return hmac.new(secret.encode(), message.encode(), hashlib.sha1).hexdigest()
 
 
-def test_shared_secret_registration(server: Server) -> None:
+def test_shared_secret_registration(server: SingleServer) -> None:
     url = server.url("/_synapse/admin/v1/register")
     secret = _shared_secret(server)
 
@@ -670,8 +608,8 @@ def test_shared_secret_registration(server: Server) -> None:
     assert status == 200, body
     assert body["user_id"] == "@dave:localhost"
     assert isinstance(body["access_token"], str)
-    _ok(MatrixClient(server.base_url, access_token=body["access_token"]).whoami())
-    _ok(MatrixClient(server.base_url).login("dave", "dave pw"))
+    ok(MatrixClient(server.base_url, access_token=body["access_token"]).whoami())
+    ok(MatrixClient(server.base_url).login("dave", "dave pw"))
 
     # The same nonce again, even with a correct MAC: 400.
     again = {**good, "username": "dave2", "mac": _mac(secret, n, "dave2", "dave pw", False)}
@@ -702,13 +640,13 @@ def test_shared_secret_registration(server: Server) -> None:
     _assert_error(request("POST", url, b"{oops"), 400, "M_NOT_JSON")
 
 
-def test_register_user_cli(server: Server) -> None:
+def test_register_user_cli(server: SingleServer) -> None:
     result = run_cli(
         "register-user", "-c", server.config_path, "--user", "frank", "--password", "frank pw"
     )
     assert "@frank:localhost" in result.stdout
     client = MatrixClient(server.base_url)
-    _ok(client.login("frank", "frank pw"))
+    ok(client.login("frank", "frank pw"))
     assert client.user_id == "@frank:localhost"
     _assert_error(MatrixClient(server.base_url).login("frank", "nope"), 403, "M_FORBIDDEN")
     # Registering the same user again fails cleanly with the server's errcode.
@@ -723,7 +661,7 @@ def test_register_user_cli(server: Server) -> None:
 # -------------------------------------------------------------------- CORS --
 
 
-def test_cors_headers_on_responses(server: Server, seed: Seed) -> None:
+def test_cors_headers_on_responses(server: SingleServer, seed: Seed) -> None:
     origin = {"Origin": "https://app.example"}
     for method, path, token in [
         ("GET", "/_matrix/client/versions", None),
@@ -739,7 +677,7 @@ def test_cors_headers_on_responses(server: Server, seed: Seed) -> None:
         assert "Authorization" in headers.get("access-control-allow-headers", "")
 
 
-def test_cors_preflight(server: Server) -> None:
+def test_cors_preflight(server: SingleServer) -> None:
     status, headers, _ = request_raw(
         "OPTIONS",
         server.url("login"),

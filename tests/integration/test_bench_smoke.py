@@ -1,9 +1,9 @@
 """bench/sync_bench.py still works: every scenario at tiny sizes against a real Ganglion.
 
-One `ganglion run` (SQLite, open registration); the tool runs as the CLI it is, set-up
-plus one repetition of each scenario, and its JSON must carry a figure for each one and
-responses of the expected shape (so a tool that silently measures errors or empty
-answers fails here).
+One `ganglion run` (the shared `single` fixture: SQLite, open registration); the tool
+runs as the CLI it is, set-up plus one repetition of each scenario, and its JSON must carry
+a figure for each one and responses of the expected shape (so a tool that silently
+measures errors or empty answers fails here).
 """
 
 from __future__ import annotations
@@ -11,51 +11,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import yaml
-
-from tests.harness.ganglion import REPO_ROOT, GanglionProcess, run_cli
-from tests.harness.ports import free_port
+from tests.harness.ganglion import REPO_ROOT
+from tests.harness.single import SingleServer
 
 BENCH = REPO_ROOT / "bench" / "sync_bench.py"
 ROOMS = 2
 RECEIVERS = 2
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    directory = tmp_path_factory.mktemp("bench")
-    config_path = directory / "homeserver.yaml"
-    port = free_port()
-    run_cli(
-        "generate-config",
-        "--server-name", "localhost",
-        "--data-dir", str(directory / "data"),
-        "--listen", f"127.0.0.1:{port}",
-        "--open-registration",
-        "-o", str(config_path),
-    )  # fmt: skip
-    config = yaml.safe_load(config_path.read_text())
-    config["main"]["metrics_listen"] = f"127.0.0.1:{free_port()}"
-    config["proxy"]["listen"] = f"127.0.0.1:{free_port()}"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    base_url = f"http://127.0.0.1:{port}"
-    proc = GanglionProcess(
-        ["run", "-c", config_path], "main", directory / "main.log", base_url + "/health"
-    )
-    proc.start()
-    try:
-        assert proc.pid is not None
-        yield base_url, proc.pid
-    finally:
-        proc.stop()
-
-
-def test_every_scenario_runs_once_at_tiny_sizes(server: tuple[str, int], tmp_path: Path) -> None:
-    base_url, pid = server
+def test_every_scenario_runs_once_at_tiny_sizes(single: SingleServer, tmp_path: Path) -> None:
+    base_url, pid = single.base_url, single.process.pid
+    assert pid is not None
     out = tmp_path / "result.json"
     done = subprocess.run(
         [sys.executable, str(BENCH), "--base-url", base_url, "--pid", str(pid),

@@ -10,76 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-import yaml
 
-from tests.harness.ganglion import GanglionProcess, run_cli
-from tests.harness.matrix import CLIENT_V3, MatrixClient, quote
-from tests.harness.ports import free_port
+from tests.harness.matrix import CLIENT_V3, MatrixClient, ok, quote
+from tests.harness.single import SingleServer, single_server
 from workers.config import ConfigError, parse_config
 
-PASSWORD = "correct horse battery"
-SERVER_NAME = "localhost"
 CONFIG_DEFAULT_VERSION = "11"
-
-
-@attrs.define
-class Server:
-    base_url: str
-    config_path: Path
-    process: GanglionProcess
-    log_offset: int = 0
-
-    def new_errors(self) -> list[str]:
-        """Lines logged for internal errors since the last call."""
-        text = self.process.log_path.read_bytes()
-        new, self.log_offset = text[self.log_offset :], len(text)
-        return [
-            line
-            for line in new.decode("utf-8", "replace").splitlines()
-            if '"level": "ERROR"' in line or "Traceback" in line
-        ]
-
-    def client(self, username: str) -> MatrixClient:
-        client = MatrixClient(self.base_url)
-        ok(client.register(username, PASSWORD))
-        return client
-
-
-def start_server(directory: Path, **overrides: Any) -> Server:
-    """`ganglion run` on a generated single-process config with `overrides` applied."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "homeserver.yaml"
-    port = free_port()
-    run_cli(
-        "generate-config",
-        "--server-name", SERVER_NAME,
-        "--data-dir", str(directory / "data"),
-        "--listen", f"127.0.0.1:{port}",
-        "--open-registration",
-        "-o", str(path),
-    )  # fmt: skip
-    config = yaml.safe_load(path.read_text())
-    config["main"]["metrics_listen"] = f"127.0.0.1:{free_port()}"
-    config["proxy"]["listen"] = f"127.0.0.1:{free_port()}"
-    config.update(overrides)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    base_url = f"http://127.0.0.1:{port}"
-    proc = GanglionProcess(
-        ["run", "-c", path], "main", directory / "main.log", base_url + "/health"
-    )
-    proc.start()
-    return Server(base_url, path, proc)
-
-
-def ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    assert status == 200, body
-    return body
 
 
 def assert_error(result: tuple[int, Any], status: int, errcode: str) -> None:
@@ -133,28 +73,25 @@ class Users:
     carol: MatrixClient
 
 
+def _default_room_version(config: dict[str, Any]) -> None:
+    config["default_room_version"] = CONFIG_DEFAULT_VERSION
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(
-        tmp_path_factory.mktemp("create_room"), default_room_version=CONFIG_DEFAULT_VERSION
-    )
-    try:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
+    with single_server(tmp_path_factory.mktemp("create_room"), tweak=_default_room_version) as srv:
         yield srv
-    finally:
-        srv.process.stop()
 
 
 @pytest.fixture(scope="module")
-def users(server: Server) -> Users:
-    return Users(server.client("alice"), server.client("bob"), server.client("carol"))
+def users(server: SingleServer) -> Users:
+    return Users(server.register("alice"), server.register("bob"), server.register("carol"))
 
 
 @pytest.fixture(autouse=True)
-def _no_internal_errors(server: Server) -> Iterator[None]:
-    server.new_errors()
-    yield
-    assert server.process.running, server.process.log_tail()
-    assert server.new_errors() == []
+def _no_internal_errors(server: SingleServer) -> Iterator[None]:
+    with server.logs_no_new_errors():
+        yield
 
 
 def create(users: Users, **body: Any) -> str:
@@ -567,12 +504,12 @@ def test_empty_invite_3pid_is_accepted(users: Users) -> None:
     assert create(users, invite_3pid=[])
 
 
-def test_unauthenticated_create_room_is_401(server: Server) -> None:
+def test_unauthenticated_create_room_is_401(server: SingleServer) -> None:
     status, body = MatrixClient(server.base_url).call("POST", "createRoom", {}, authed=False)
     assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
 
 
-def test_create_room_path_variants(users: Users, server: Server) -> None:
+def test_create_room_path_variants(users: Users, server: SingleServer) -> None:
     # r0 is served as well as v3.
     status, body = users.alice.call("POST", "/_matrix/client/r0/createRoom", {})
     assert status == 200 and body["room_id"].startswith("!")

@@ -12,15 +12,9 @@ import attrs
 import pytest
 
 from tests.harness.ganglion import run_cli
-from tests.harness.matrix import MatrixClient, quote
-from tests.integration.test_create_room import (
-    PASSWORD,
-    Server,
-    assert_error,
-    ok,
-    room_state,
-    start_server,
-)
+from tests.harness.matrix import MatrixClient, ok, quote
+from tests.harness.single import PASSWORD, SingleServer
+from tests.integration.test_create_room import assert_error, room_state
 
 
 @attrs.define
@@ -33,37 +27,26 @@ class Users:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("directory"))
-    try:
-        yield srv
-    finally:
-        srv.process.stop()
-
-
-@pytest.fixture(scope="module")
-def users(server: Server) -> Users:
+def users(single: SingleServer) -> Users:
     run_cli(
-        "register-user", "-c", str(server.config_path),
+        "register-user", "-c", str(single.config_path),
         "--user", "admin", "--password", PASSWORD, "--admin",
     )  # fmt: skip
-    admin = MatrixClient(server.base_url)
+    admin = MatrixClient(single.base_url)
     ok(admin.login("admin", PASSWORD))
     return Users(
-        server.client("alice"),
-        server.client("bob"),
-        server.client("carol"),
+        single.register("alice"),
+        single.register("bob"),
+        single.register("carol"),
         admin,
-        MatrixClient(server.base_url),
+        MatrixClient(single.base_url),
     )
 
 
 @pytest.fixture(autouse=True)
-def _no_internal_errors(server: Server) -> Iterator[None]:
-    server.new_errors()
-    yield
-    assert server.process.running, server.process.log_tail()
-    assert server.new_errors() == []
+def _no_internal_errors(single: SingleServer) -> Iterator[None]:
+    with single.logs_no_new_errors():
+        yield
 
 
 def alias_path(alias: str) -> str:
@@ -470,7 +453,7 @@ def test_public_rooms_bad_input(
     assert_error(users.alice.call(method, "publicRooms", body, params=params), status, errcode)
 
 
-def test_public_rooms_misc(users: Users, server: Server) -> None:
+def test_public_rooms_misc(users: Users, single: SingleServer) -> None:
     # POST needs an access token; GET does not.
     status, body = users.alice.call("POST", "publicRooms", {}, authed=False)
     assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")

@@ -28,10 +28,12 @@ from tests.harness.ganglion import (
     parse_listen,
 )
 from tests.harness.matrix import request
+from tests.harness.metrics import parse as parse_metrics
 from tests.harness.nginx import NginxServer, listen_ports, simple_proxy_config
 from tests.harness.ports import free_port, port_is_open
 from tests.harness.postgres import PostgresServer, dbname_of
 from tests.harness.redis import RedisServer
+from tests.harness.single import SingleServer
 from tests.harness.waiting import WaitTimeout, wait_until
 
 # ------------------------------------------------------------- waiting/ports --
@@ -239,6 +241,56 @@ def test_nginx_config_parsing() -> None:
         NginxServer("daemon on;\n" + text, "/nonexistent", binary="/bin/true")
     server = NginxServer("daemon off;\npid /x.pid;\n" + text, "/tmp/p", binary="/bin/true")
     assert "-g" not in server.argv()
+
+
+# ------------------------------------------------------------------ metrics --
+
+
+def test_metrics_parser_reads_labels_holding_braces_commas_and_quotes() -> None:
+    text = (
+        "# HELP req_total Requests\n"
+        "# TYPE req_total counter\n"
+        'req_total{endpoint="/rooms/{roomId}/send/{eventType}/{txnId}",method="PUT",'
+        'worker="main"} 3.0\n'
+        'req_total{endpoint="/a,{b}=\\"c\\"",method="GET",worker="main"} 2.0\n'
+        'req_total{endpoint="/rooms/{roomId}/state",method="GET",worker="main"} 4.0\n'
+        "# HELP up Up\n"
+        "# TYPE up gauge\n"
+        "up 1.0\n"
+    )
+    found = parse_metrics(text)
+    assert found.first("req_total", endpoint="/rooms/{roomId}/send/{eventType}/{txnId}") == 3
+    assert found.first("req_total", endpoint='/a,{b}="c"', method="GET") == 2
+    assert found.total("req_total", method="GET") == 6
+    assert found.total("req_total", worker="main") == 9
+    assert found.first("req_total", method="DELETE") is None
+    assert found.total("req_total", method="DELETE") == 0
+    assert found.first("up") == 1
+
+
+def test_single_server_exposes_parked_long_polls(single: SingleServer) -> None:
+    alice = single.new_user()
+    status, body = alice.sync()
+    assert status == 200, body
+    assert single.metrics().first("ganglion_sync_waiting_listeners", worker="main") == 0
+    answers: list[tuple[int, Any]] = []
+    poll = threading.Thread(
+        target=lambda: answers.append(alice.sync(since=body["next_batch"], timeout_ms=20_000))
+    )
+    poll.start()
+    try:
+        single.wait_for_waiting_listeners(1)
+        with pytest.raises(WaitTimeout):
+            single.wait_for_waiting_listeners(2, timeout=0.2)
+        status, created = alice.create_room()
+        assert status == 200, created
+    finally:
+        poll.join(30)
+    [(status, woken)] = answers
+    assert status == 200 and created["room_id"] in woken["rooms"]["join"], woken
+    # The answer is written after the listener stopped waiting.
+    assert single.metrics().first("ganglion_sync_waiting_listeners", worker="main") == 0
+    assert single.new_errors() == []
 
 
 # ----------------------------------------------------------------- ganglion --

@@ -15,30 +15,12 @@ from typing import Any
 
 import attrs
 import pytest
-import yaml
 
-from tests.harness.ganglion import GanglionProcess, run_cli
-from tests.harness.matrix import MatrixClient, quote, request
-from tests.harness.ports import free_port
+from tests.harness.matrix import MatrixClient, ok, quote, request
+from tests.harness.single import SingleServer, single_server
 
 V1 = "/_matrix/client/v1"
 ANCHOR = "org.example.anchor"
-
-
-@attrs.define
-class Server:
-    base_url: str
-    process: GanglionProcess
-    log_offset: int = 0
-
-    def new_errors(self) -> list[str]:
-        text = self.process.log_path.read_bytes()
-        new, self.log_offset = text[self.log_offset :], len(text)
-        return [
-            line
-            for line in new.decode("utf-8", "replace").splitlines()
-            if '"level": "ERROR"' in line or "Traceback" in line
-        ]
 
 
 @pytest.fixture(
@@ -50,42 +32,14 @@ class Server:
 )
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+) -> Iterator[SingleServer]:
     """One `ganglion run` per engine: the relations SQL must work on both."""
-    directory = tmp_path_factory.mktemp("relations")
-    path = directory / "homeserver.yaml"
-    port = free_port()
-    database: list[str] = []
+    dsn = None
     if request.param == "psycopg2":
-        database = ["--postgres", request.getfixturevalue("pg_server").fresh_database()]
-    run_cli(
-        "generate-config",
-        "--server-name", "localhost",
-        "--data-dir", str(directory / "data"),
-        "--listen", f"127.0.0.1:{port}",
-        "--open-registration",
-        *database,
-        "-o", str(path),
-    )  # fmt: skip
-    config = yaml.safe_load(path.read_text())
-    config["main"]["metrics_listen"] = f"127.0.0.1:{free_port()}"
-    config["proxy"]["listen"] = f"127.0.0.1:{free_port()}"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    base_url = f"http://127.0.0.1:{port}"
-    proc = GanglionProcess(
-        ["run", "-c", path], "main", directory / "main.log", base_url + "/health"
-    )
-    proc.start()
-    try:
-        yield Server(base_url, proc)
-    finally:
-        proc.stop()
-
-
-def _ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    assert status == 200, body
-    return body
+        dsn = request.getfixturevalue("pg_server").fresh_database()
+    with single_server(tmp_path_factory.mktemp("relations"), postgres_dsn=dsn) as srv:
+        assert srv.config["database"]["name"] == request.param
+        yield srv
 
 
 @attrs.define
@@ -102,29 +56,24 @@ _counter = iter(range(1_000_000))
 
 
 @pytest.fixture
-def room(server: Server) -> Iterator[Room]:
+def room(server: SingleServer) -> Iterator[Room]:
     n = next(_counter)
-    clients = []
-    for name in ("alice", "bob", "carol", "dave"):
-        c = MatrixClient(server.base_url)
-        _ok(c.register(f"{name}{n}"))
-        clients.append(c)
-    alice, bob, carol, dave = clients
-    room_id = _ok(alice.create_room(name="relations"))["room_id"]
+    alice, bob, carol, dave = (
+        server.register(f"{name}{n}") for name in ("alice", "bob", "carol", "dave")
+    )
+    room_id = ok(alice.create_room(name="relations"))["room_id"]
     for member in (bob, carol):
-        _ok(alice.call("POST", f"rooms/{quote(room_id)}/invite", {"user_id": member.user_id}))
-        _ok(member.join(room_id))
-    other = _ok(alice.create_room(name="other"))["room_id"]
-    server.new_errors()
-    yield Room(alice, bob, carol, dave, room_id, other)
-    assert server.process.running, server.process.log_tail()
-    assert server.new_errors() == []
+        ok(alice.call("POST", f"rooms/{quote(room_id)}/invite", {"user_id": member.user_id}))
+        ok(member.join(room_id))
+    other = ok(alice.create_room(name="other"))["room_id"]
+    with server.logs_no_new_errors():
+        yield Room(alice, bob, carol, dave, room_id, other)
 
 
 def send(
     c: MatrixClient, room_id: str, content: dict[str, Any], event_type: str = "m.room.message"
 ) -> str:
-    return str(_ok(c.send(room_id, content, event_type))["event_id"])
+    return str(ok(c.send(room_id, content, event_type))["event_id"])
 
 
 def text(body: str, **relates_to: Any) -> dict[str, Any]:
@@ -163,7 +112,7 @@ def redact(c: MatrixClient, room_id: str, target: str, reason: str = "") -> tupl
 
 def served(c: MatrixClient, room_id: str, anchor: str, event_id: str) -> dict[str, Any]:
     """The event as served (with bundles etc.) among the children of `anchor`."""
-    chunk = _ok(relations(c, room_id, anchor, ANCHOR, limit=100))["chunk"]
+    chunk = ok(relations(c, room_id, anchor, ANCHOR, limit=100))["chunk"]
     found = [e for e in chunk if e["event_id"] == event_id]
     assert len(found) == 1, (event_id, [e["event_id"] for e in chunk])
     return dict(found[0])
@@ -195,7 +144,7 @@ def test_edits_bundle_the_most_recent_valid_replacement(room: Room) -> None:
         alice, r, {"body": "x", "m.relates_to": {"rel_type": "m.replace", "event_id": original}}
     )
 
-    listed = _ok(relations(alice, r, original, "m.replace"))["chunk"]
+    listed = ok(relations(alice, r, original, "m.replace"))["chunk"]
     assert ids(listed) == [no_new, other_type, bob_edit, e2, e1]  # newest first
     by_id = {e["event_id"]: e for e in listed}
     latest = max((e1, e2), key=lambda eid: (by_id[eid]["origin_server_ts"], eid))
@@ -212,19 +161,19 @@ def test_edits_bundle_the_most_recent_valid_replacement(room: Room) -> None:
     # An edit of an edit is no edit: the edited edit gets no m.replace bundle.
     send(alice, r, edit(e1, "edit of an edit"))
     e1_served = [
-        e for e in _ok(relations(alice, r, original, "m.replace"))["chunk"] if e["event_id"] == e1
+        e for e in ok(relations(alice, r, original, "m.replace"))["chunk"] if e["event_id"] == e1
     ]
     assert "m.replace" not in e1_served[0]["unsigned"].get("m.relations", {})
 
     # Redacting the most recent edit reverts the bundle to the other one.
-    _ok(redact(alice, r, latest))
+    ok(redact(alice, r, latest))
     other = e1 if latest == e2 else e2
     assert (
         served(alice, r, anchor, original)["unsigned"]["m.relations"]["m.replace"]["event_id"]
         == other
     )
     # Redacting every edit leaves nothing to bundle.
-    _ok(redact(alice, r, other))
+    ok(redact(alice, r, other))
     assert "m.relations" not in served(alice, r, anchor, original)["unsigned"]
 
 
@@ -247,7 +196,7 @@ def test_threads_list_bundles_participation_and_pagination(room: Room) -> None:
     b2_edit = send(bob, r, edit(b2, "b2 edited"))
 
     # Ordered by each thread's latest event: root1 (b2) then root2 (c1).
-    chunk = _ok(threads(alice, r))["chunk"]
+    chunk = ok(threads(alice, r))["chunk"]
     assert ids(chunk) == [root1, root2]
     t1, t2 = _thread_bundle(chunk[0]), _thread_bundle(chunk[1])
     assert (t1["count"], t1["latest_event"]["event_id"]) == (3, b2)
@@ -259,25 +208,25 @@ def test_threads_list_bundles_participation_and_pagination(room: Room) -> None:
     assert t1["latest_event"]["content"]["body"] == "b2"
 
     # Participation is per requesting user.
-    by_bob = {e["event_id"]: _thread_bundle(e) for e in _ok(threads(bob, r))["chunk"]}
+    by_bob = {e["event_id"]: _thread_bundle(e) for e in ok(threads(bob, r))["chunk"]}
     assert by_bob[root1]["current_user_participated"] is True  # replied
     assert by_bob[root2]["current_user_participated"] is False
-    assert ids(_ok(threads(bob, r, include="participated"))["chunk"]) == [root1]
-    assert ids(_ok(threads(carol, r, include="participated"))["chunk"]) == [root2]  # root sender
-    assert ids(_ok(threads(alice, r, include="all"))["chunk"]) == [root1, root2]
+    assert ids(ok(threads(bob, r, include="participated"))["chunk"]) == [root1]
+    assert ids(ok(threads(carol, r, include="participated"))["chunk"]) == [root2]  # root sender
+    assert ids(ok(threads(alice, r, include="all"))["chunk"]) == [root1, root2]
 
     # Pagination: one per page.
-    page1 = _ok(threads(alice, r, limit=1))
+    page1 = ok(threads(alice, r, limit=1))
     assert ids(page1["chunk"]) == [root1] and "next_batch" in page1
-    page2 = _ok(threads(alice, r, limit=1, **{"from": page1["next_batch"]}))
+    page2 = ok(threads(alice, r, limit=1, **{"from": page1["next_batch"]}))
     assert ids(page2["chunk"]) == [root2] and "next_batch" not in page2
 
     # A new reply moves its thread to the front.
     send(carol, r, text("c2", rel_type="m.thread", event_id=root2))
-    assert ids(_ok(threads(alice, r))["chunk"]) == [root2, root1]
+    assert ids(ok(threads(alice, r))["chunk"]) == [root2, root1]
 
     # All of a thread through /relations, newest first.
-    assert len(_ok(relations(alice, r, root1, "m.thread"))["chunk"]) == 3
+    assert len(ok(relations(alice, r, root1, "m.thread"))["chunk"]) == 3
     # A thread cannot start from an event that itself has a relation.
     _assert_error(bob.send(r, text("nested", rel_type="m.thread", event_id=b1)), 400, "M_UNKNOWN")
     # Someone who was never in the room may not list its threads.
@@ -308,7 +257,7 @@ def test_references_are_bundled_annotations_are_not(room: Room) -> None:
     bundle = served(alice, r, anchor, parent)["unsigned"]["m.relations"]
     assert bundle == {"m.reference": {"chunk": [{"event_id": ref1}, {"event_id": ref2}]}}
     # A redacted reference leaves the aggregation.
-    _ok(redact(bob, r, ref1))
+    ok(redact(bob, r, ref1))
     bundle = served(alice, r, anchor, parent)["unsigned"]["m.relations"]
     assert bundle == {"m.reference": {"chunk": [{"event_id": ref2}]}}
 
@@ -328,23 +277,23 @@ def test_annotations_filters_and_duplicates(room: Room) -> None:
     heart = send(bob, r, reaction(msg, "❤️"), "m.reaction")
     reply = send(carol, r, text("ref", rel_type="m.reference", event_id=msg))
 
-    assert ids(_ok(relations(alice, r, msg))["chunk"]) == [reply, heart, up_carol, up_bob]
-    assert ids(_ok(relations(alice, r, msg, "m.annotation"))["chunk"]) == [heart, up_carol, up_bob]
-    assert ids(_ok(relations(alice, r, msg, "m.annotation", "m.reaction"))["chunk"]) == [
+    assert ids(ok(relations(alice, r, msg))["chunk"]) == [reply, heart, up_carol, up_bob]
+    assert ids(ok(relations(alice, r, msg, "m.annotation"))["chunk"]) == [heart, up_carol, up_bob]
+    assert ids(ok(relations(alice, r, msg, "m.annotation", "m.reaction"))["chunk"]) == [
         heart,
         up_carol,
         up_bob,
     ]
-    assert _ok(relations(alice, r, msg, "m.annotation", "m.room.message"))["chunk"] == []
-    assert ids(_ok(relations(alice, r, msg, "m.reference"))["chunk"]) == [reply]
-    assert _ok(relations(alice, r, msg, "m.thread"))["chunk"] == []
+    assert ok(relations(alice, r, msg, "m.annotation", "m.room.message"))["chunk"] == []
+    assert ids(ok(relations(alice, r, msg, "m.reference"))["chunk"]) == [reply]
+    assert ok(relations(alice, r, msg, "m.thread"))["chunk"] == []
 
     # The same annotation twice from one user is refused; redacting the first allows it.
     _assert_error(bob.send(r, reaction(msg, "👍"), "m.reaction"), 400, "M_DUPLICATE_ANNOTATION")
-    _ok(redact(bob, r, up_bob))
-    assert ids(_ok(relations(alice, r, msg, "m.annotation"))["chunk"]) == [heart, up_carol]
+    ok(redact(bob, r, up_bob))
+    assert ids(ok(relations(alice, r, msg, "m.annotation"))["chunk"]) == [heart, up_carol]
     again = send(bob, r, reaction(msg, "👍"), "m.reaction")
-    assert ids(_ok(relations(alice, r, msg, "m.annotation"))["chunk"])[0] == again
+    assert ids(ok(relations(alice, r, msg, "m.annotation"))["chunk"])[0] == again
 
 
 def test_pagination_both_directions_with_from_and_to(room: Room) -> None:
@@ -360,7 +309,7 @@ def test_pagination_both_directions_with_from_and_to(room: Room) -> None:
             params: dict[str, Any] = {"dir": direction, "limit": 2}
             if token is not None:
                 params["from"] = token
-            body = _ok(relations(alice, r, parent, **params))
+            body = ok(relations(alice, r, parent, **params))
             pages.append(ids(body["chunk"]))
             assert body.get("prev_batch") == token
             token = body.get("next_batch")
@@ -371,18 +320,17 @@ def test_pagination_both_directions_with_from_and_to(room: Room) -> None:
     assert walk("f") == [children[0:2], children[2:4], children[4:5]]
 
     # `to` bounds the range: a forwards token after c1, used as the lower end backwards.
-    after_c1 = _ok(relations(alice, r, parent, dir="f", limit=2))["next_batch"]
-    assert ids(_ok(relations(alice, r, parent, to=after_c1))["chunk"]) == children[4:1:-1]
+    after_c1 = ok(relations(alice, r, parent, dir="f", limit=2))["next_batch"]
+    assert ids(ok(relations(alice, r, parent, to=after_c1))["chunk"]) == children[4:1:-1]
     # ... and as the start forwards.
     assert (
-        ids(_ok(relations(alice, r, parent, dir="f", **{"from": after_c1}))["chunk"])
-        == children[2:]
+        ids(ok(relations(alice, r, parent, dir="f", **{"from": after_c1}))["chunk"]) == children[2:]
     )
     # A /messages token works as `from` too.
-    start = _ok(alice.call("GET", f"rooms/{quote(r)}/messages", params={"dir": "b", "limit": 1}))[
+    start = ok(alice.call("GET", f"rooms/{quote(r)}/messages", params={"dir": "b", "limit": 1}))[
         "start"
     ]
-    assert ids(_ok(relations(alice, r, parent, **{"from": start}))["chunk"]) == children[::-1]
+    assert ids(ok(relations(alice, r, parent, **{"from": start}))["chunk"]) == children[::-1]
 
 
 def test_recurse_follows_matching_relations_to_the_configured_depth(room: Room) -> None:
@@ -396,18 +344,18 @@ def test_recurse_follows_matching_relations_to_the_configured_depth(room: Room) 
     x = send(alice, r, reaction(a, "x"), "m.reaction")
     y = send(alice, r, text("y", rel_type="m.reference", event_id=x))
 
-    direct = _ok(relations(alice, r, a))
+    direct = ok(relations(alice, r, a))
     assert ids(direct["chunk"]) == [x, b] and "recursion_depth" not in direct
-    no = _ok(relations(alice, r, a, recurse="false"))
+    no = ok(relations(alice, r, a, recurse="false"))
     assert ids(no["chunk"]) == [x, b] and no["recursion_depth"] == 1
-    deep = _ok(relations(alice, r, a, recurse="true"))
+    deep = ok(relations(alice, r, a, recurse="true"))
     assert ids(deep["chunk"]) == [y, x, d, c, b] and deep["recursion_depth"] == 3
     assert e not in ids(deep["chunk"])
-    refs = _ok(relations(alice, r, a, "m.reference", recurse="true"))
+    refs = ok(relations(alice, r, a, "m.reference", recurse="true"))
     assert ids(refs["chunk"]) == [d, c, b]  # y only hangs off the annotation
-    paged = _ok(relations(alice, r, a, recurse="true", limit=2))
+    paged = ok(relations(alice, r, a, recurse="true", limit=2))
     assert ids(paged["chunk"]) == [y, x]
-    rest = _ok(relations(alice, r, a, recurse="true", **{"from": paged["next_batch"]}))
+    rest = ok(relations(alice, r, a, recurse="true", **{"from": paged["next_batch"]}))
     assert ids(rest["chunk"]) == [d, c, b]
 
 
@@ -421,9 +369,9 @@ def test_redaction_permissions(room: Room) -> None:
     _assert_error(redact(carol, r, bobs), 403, "M_FORBIDDEN")
     _assert_error(redact(carol, r, "$doesnotexist"), 404, "M_NOT_FOUND")
     # A user may redact their own events; the room creator (power 100) anyone's.
-    _ok(redact(bob, r, bobs))
+    ok(redact(bob, r, bobs))
     carols = send(carol, r, text("carol's"))
-    _ok(redact(alice, r, carols))
+    ok(redact(alice, r, carols))
 
 
 def test_redacted_events_are_served_redacted_with_redacted_because(room: Room) -> None:
@@ -431,9 +379,9 @@ def test_redacted_events_are_served_redacted_with_redacted_because(room: Room) -
     root = send(alice, r, text("secret root"))
     send(alice, r, edit(root, "edited root"))
     reply = send(bob, r, text("reply", rel_type="m.thread", event_id=root))
-    redaction = _ok(redact(alice, r, root, "spam"))["event_id"]
+    redaction = ok(redact(alice, r, root, "spam"))["event_id"]
 
-    event = _ok(threads(bob, r))["chunk"][0]
+    event = ok(threads(bob, r))["chunk"][0]
     assert event["event_id"] == root
     assert event["content"] == {}
     because = event["unsigned"]["redacted_because"]
@@ -448,7 +396,7 @@ def test_redacted_events_are_served_redacted_with_redacted_because(room: Room) -
 
     # A state event that is also a child, then redacted.
     anchor = send(alice, r, text("anchor"))
-    state_id = _ok(
+    state_id = ok(
         alice.call(
             "PUT",
             f"rooms/{quote(r)}/state/org.example.thing/k",
@@ -457,29 +405,29 @@ def test_redacted_events_are_served_redacted_with_redacted_because(room: Room) -
     )["event_id"]
     assert "redacted_because" not in served(alice, r, anchor, state_id)["unsigned"]
     # Redacting a child breaks its relation to the anchor: it is no longer listed.
-    _ok(redact(alice, r, state_id))
-    assert state_id not in ids(_ok(relations(alice, r, anchor))["chunk"])
+    ok(redact(alice, r, state_id))
+    assert state_id not in ids(ok(relations(alice, r, anchor))["chunk"])
 
 
 # -------------------------------------------------------------------- unsigned --
 
 
-def test_state_events_carry_prev_content_and_membership(room: Room, server: Server) -> None:
+def test_state_events_carry_prev_content_and_membership(room: Room, server: SingleServer) -> None:
     r, alice, bob = room.room_id, room.alice, room.bob
     anchor = send(alice, r, text("anchor"))
 
     def put_state(c: MatrixClient, value: int) -> str:
         content = {"v": value, "m.relates_to": {"rel_type": ANCHOR, "event_id": anchor}}
         return str(
-            _ok(c.call("PUT", f"rooms/{quote(r)}/state/org.example.s/key", content))["event_id"]
+            ok(c.call("PUT", f"rooms/{quote(r)}/state/org.example.s/key", content))["event_id"]
         )
 
     first = put_state(alice, 1)
     # A user who joins later sees earlier events with membership "leave".
     erin = MatrixClient(server.base_url)
-    _ok(erin.register(f"erin{next(_counter)}"))
-    _ok(alice.call("POST", f"rooms/{quote(r)}/invite", {"user_id": erin.user_id}))
-    _ok(erin.join(r))
+    ok(erin.register(f"erin{next(_counter)}"))
+    ok(alice.call("POST", f"rooms/{quote(r)}/invite", {"user_id": erin.user_id}))
+    ok(erin.join(r))
     second = put_state(alice, 2)
 
     one = served(alice, r, anchor, first)
@@ -496,11 +444,11 @@ def test_state_events_carry_prev_content_and_membership(room: Room, server: Serv
     assert served(erin, r, anchor, second)["unsigned"]["membership"] == "join"
 
     # A redacted replaced state event shows its redacted content as prev_content.
-    _ok(redact(alice, r, first))
+    ok(redact(alice, r, first))
     assert served(alice, r, anchor, second)["unsigned"]["prev_content"] == {}
 
     # transaction_id only for the device that sent it.
-    txn_event = _ok(alice.send(r, text("mine", rel_type=ANCHOR, event_id=anchor), txn_id="txn-42"))
+    txn_event = ok(alice.send(r, text("mine", rel_type=ANCHOR, event_id=anchor), txn_id="txn-42"))
     mine = served(alice, r, anchor, txn_event["event_id"])
     assert mine["unsigned"]["transaction_id"] == "txn-42"
     assert "transaction_id" not in served(bob, r, anchor, txn_event["event_id"])["unsigned"]
@@ -509,7 +457,7 @@ def test_state_events_carry_prev_content_and_membership(room: Room, server: Serv
 # -------------------------------------------------------------------- bad input --
 
 
-def test_bad_input_gets_matrix_errors(room: Room, server: Server) -> None:
+def test_bad_input_gets_matrix_errors(room: Room, server: SingleServer) -> None:
     r, alice = room.room_id, room.alice
     msg = send(alice, r, text("m"))
     elsewhere = send(alice, room.other_room_id, text("elsewhere"))
@@ -530,9 +478,9 @@ def test_bad_input_gets_matrix_errors(room: Room, server: Server) -> None:
     status, body = request("GET", f"{server.base_url}{V1}/rooms/{quote(r)}/threads")
     assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
     # Huge limits are capped, not refused.
-    assert _ok(relations(alice, r, msg, limit="100000"))["chunk"] == []
+    assert ok(relations(alice, r, msg, limit="100000"))["chunk"] == []
     # Nothing above changed the room.
-    assert ids(_ok(relations(alice, r, msg))["chunk"]) == []
+    assert ids(ok(relations(alice, r, msg))["chunk"]) == []
 
 
 # ------------------------------------------- the other endpoints that serve events --
@@ -549,7 +497,7 @@ def test_messages_event_and_context_serve_bundles_and_redactions(room: Room) -> 
     _assert_error(
         carol.call("PUT", f"rooms/{quote(r)}/redact/{quote(root)}/t1", {}), 403, "M_FORBIDDEN"
     )
-    redaction = _ok(
+    redaction = ok(
         alice.call("PUT", f"rooms/{quote(r)}/redact/{quote(victim)}/t2", {"reason": "spam"})
     )["event_id"]
 
@@ -567,13 +515,13 @@ def test_messages_event_and_context_serve_bundles_and_redactions(room: Room) -> 
         assert event["unsigned"]["redacted_because"]["event_id"] == redaction
         assert event["unsigned"]["redacted_because"]["content"]["reason"] == "spam"
 
-    chunk = _ok(alice.call("GET", f"rooms/{quote(r)}/messages", params={"dir": "b", "limit": 50}))[
+    chunk = ok(alice.call("GET", f"rooms/{quote(r)}/messages", params={"dir": "b", "limit": 50}))[
         "chunk"
     ]
     by_id = {e["event_id"]: e for e in chunk}
     check_root(by_id[root])
     check_victim(by_id[victim])
-    check_root(_ok(alice.call("GET", f"rooms/{quote(r)}/event/{quote(root)}")))
-    check_victim(_ok(bob.call("GET", f"rooms/{quote(r)}/event/{quote(victim)}")))
-    context = _ok(alice.call("GET", f"rooms/{quote(r)}/context/{quote(root)}", params={"limit": 2}))
+    check_root(ok(alice.call("GET", f"rooms/{quote(r)}/event/{quote(root)}")))
+    check_victim(ok(bob.call("GET", f"rooms/{quote(r)}/event/{quote(victim)}")))
+    context = ok(alice.call("GET", f"rooms/{quote(r)}/context/{quote(root)}", params={"limit": 2}))
     check_root(context["event"])

@@ -9,98 +9,34 @@ server must have logged no internal error.
 
 from __future__ import annotations
 
-import itertools
 import json
-import sqlite3
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.harness.ganglion import GanglionProcess, run_cli
-from tests.harness.matrix import CLIENT_V3, MatrixClient, quote, request_raw
-from tests.harness.ports import free_port
+from tests.harness.matrix import CLIENT_V3, MatrixClient, ok, quote, request_raw
+from tests.harness.single import SingleServer, single_server
 
 BODY_LIMIT = 98_304
 MAX_PDU = 65_536
-_names = itertools.count()
 
 
-class Server:
-    def __init__(self, base_url: str, process: GanglionProcess, db_path: Path) -> None:
-        self.base_url = base_url
-        self.process = process
-        self.db_path = db_path
-        self.log_offset = 0
-
-    def new_errors(self) -> list[str]:
-        text = self.process.log_path.read_bytes()
-        new, self.log_offset = text[self.log_offset :], len(text)
-        return [
-            line
-            for line in new.decode("utf-8", "replace").splitlines()
-            if '"level": "ERROR"' in line or "Traceback" in line
-        ]
-
-    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.db_path, timeout=10)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
+def _raise_body_limit(config: dict[str, Any]) -> None:
+    config["limits"]["max_json_body_size"] = BODY_LIMIT
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    directory = tmp_path_factory.mktemp("rooms")
-    path = directory / "homeserver.yaml"
-    port = free_port()
-    run_cli(
-        "generate-config",
-        "--server-name", "localhost",
-        "--data-dir", str(directory / "data"),
-        "--listen", f"127.0.0.1:{port}",
-        "--open-registration",
-        "-o", str(path),
-    )  # fmt: skip
-    config = yaml.safe_load(path.read_text())
-    config["limits"]["max_json_body_size"] = BODY_LIMIT
-    config["main"]["metrics_listen"] = f"127.0.0.1:{free_port()}"
-    config["proxy"]["listen"] = f"127.0.0.1:{free_port()}"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    base_url = f"http://127.0.0.1:{port}"
-    proc = GanglionProcess(
-        ["run", "-c", path], "main", directory / "main.log", base_url + "/health"
-    )
-    proc.start()
-    try:
-        yield Server(base_url, proc, Path(config["database"]["args"]["database"]))
-    finally:
-        proc.stop()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
+    with single_server(tmp_path_factory.mktemp("rooms"), tweak=_raise_body_limit) as srv:
+        yield srv
 
 
 @pytest.fixture(autouse=True)
-def _no_internal_errors(server: Server) -> Iterator[None]:
-    server.new_errors()
-    yield
-    assert server.process.running, server.process.log_tail()
-    assert server.new_errors() == []
-
-
-def user(server: Server, name: str = "u") -> MatrixClient:
-    client = MatrixClient(server.base_url)
-    status, body = client.register(f"{name}{next(_names)}{uuid.uuid4().hex[:6]}")
-    assert status == 200, body
-    return client
-
-
-def ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    assert status == 200, body
-    return body
+def _no_internal_errors(server: SingleServer) -> Iterator[None]:
+    with server.logs_no_new_errors():
+        yield
 
 
 def err(result: tuple[int, Any], status: int, errcode: str) -> None:
@@ -135,8 +71,8 @@ def post(client: MatrixClient, room_id: str, action: str, body: Any) -> tuple[in
 # ------------------------------------------------------------------ membership --
 
 
-def test_join_by_room_id_and_errors(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_join_by_room_id_and_errors(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     public = new_room(alice, preset="public_chat")
     assert ok(bob.call("POST", room_path(public, "join"), {})) == {"room_id": public}
     assert membership_of(alice, public, bob.user_id or "") == "join"
@@ -146,8 +82,8 @@ def test_join_by_room_id_and_errors(server: Server) -> None:
     err(bob.call("POST", room_path(public, "join"), {"reason": 5}), 400, "M_BAD_JSON")
 
 
-def test_join_by_alias(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_join_by_alias(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat")
     err(bob.join(f"#missing-{uuid.uuid4().hex}:localhost"), 404, "M_NOT_FOUND")
     err(bob.join("not-an-id"), 400, "M_INVALID_PARAM")
@@ -160,8 +96,8 @@ def test_join_by_alias(server: Server) -> None:
     assert membership_of(alice, room, bob.user_id or "") == "join"
 
 
-def test_invite_then_join_and_leave(server: Server) -> None:
-    alice, bob, carol = user(server), user(server), user(server)
+def test_invite_then_join_and_leave(server: SingleServer) -> None:
+    alice, bob, carol = server.new_user(), server.new_user(), server.new_user()
     room = new_room(alice)
     ok(post(alice, room, "invite", {"user_id": bob.user_id, "reason": "come"}))
     assert membership_of(alice, room, bob.user_id or "") == "invite"
@@ -178,8 +114,8 @@ def test_invite_then_join_and_leave(server: Server) -> None:
     err(post(carol, room, "leave", {}), 403, "M_FORBIDDEN")
 
 
-def test_forget(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_forget(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat")
     err(post(bob, room, "forget", {}), 404, "M_NOT_FOUND")
     ok(bob.join(room))
@@ -193,8 +129,8 @@ def test_forget(server: Server) -> None:
     assert server.query(forgotten, (bob.user_id, room)) == []
 
 
-def test_kick_ban_unban(server: Server) -> None:
-    alice, bob, carol = user(server), user(server), user(server)
+def test_kick_ban_unban(server: SingleServer) -> None:
+    alice, bob, carol = server.new_user(), server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat")
     ok(bob.join(room))
     ok(carol.join(room))
@@ -221,8 +157,8 @@ def test_kick_ban_unban(server: Server) -> None:
     err(post(alice, room, "ban", {"user_id": 7}), 400, "M_BAD_JSON")
 
 
-def test_knock(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_knock(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(
         alice, initial_state=[{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}]
     )
@@ -244,8 +180,8 @@ def test_knock(server: Server) -> None:
 
 
 @pytest.mark.parametrize("rule", ["restricted", "knock_restricted"])
-def test_restricted_join(server: Server, rule: str) -> None:
-    alice, bob = user(server), user(server)
+def test_restricted_join(server: SingleServer, rule: str) -> None:
+    alice, bob = server.new_user(), server.new_user()
     space = new_room(alice, preset="public_chat")
     room = new_room(
         alice,
@@ -272,8 +208,8 @@ def test_restricted_join(server: Server, rule: str) -> None:
     assert member["content"]["join_authorised_via_users_server"] == alice.user_id
 
 
-def test_joined_rooms(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_joined_rooms(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     rooms = sorted(new_room(alice) for _ in range(2))
     assert sorted(ok(alice.call("GET", "joined_rooms"))["joined_rooms"]) == rooms
     assert ok(bob.call("GET", "joined_rooms")) == {"joined_rooms": []}
@@ -283,8 +219,8 @@ def test_joined_rooms(server: Server) -> None:
 # ---------------------------------------------------------------------- state --
 
 
-def test_state_reads(server: Server) -> None:
-    alice, bob, carol = user(server), user(server), user(server)
+def test_state_reads(server: SingleServer) -> None:
+    alice, bob, carol = server.new_user(), server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat", name="First")
     ok(bob.join(room))
     state = ok(bob.call("GET", room_path(room, "state")))
@@ -319,8 +255,8 @@ def test_state_reads(server: Server) -> None:
     assert ok(alice.call("GET", room_path(room, "state", "m.room.name", ""))) == {"name": "Second"}
 
 
-def test_world_readable_state_for_non_members(server: Server) -> None:
-    alice, carol = user(server), user(server)
+def test_world_readable_state_for_non_members(server: SingleServer) -> None:
+    alice, carol = server.new_user(), server.new_user()
     room = new_room(
         alice,
         name="Open",
@@ -341,8 +277,8 @@ def test_world_readable_state_for_non_members(server: Server) -> None:
 # -------------------------------------------------------------- event, context --
 
 
-def test_get_event(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_get_event(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(alice)
     other = new_room(alice)
     event_id = send_text(alice, room, "hello")
@@ -354,8 +290,8 @@ def test_get_event(server: Server) -> None:
     err(bob.call("GET", room_path(room, "event", event_id)), 404, "M_NOT_FOUND")
 
 
-def test_context(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_context(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat")
     ok(bob.join(room))
     ids = [send_text(alice if i % 2 else bob, room, f"m{i}") for i in range(9)]
@@ -427,8 +363,8 @@ def test_context(server: Server) -> None:
 # -------------------------------------------------------------------- members --
 
 
-def test_members(server: Server) -> None:
-    alice, bob, carol = user(server), user(server), user(server)
+def test_members(server: SingleServer) -> None:
+    alice, bob, carol = server.new_user(), server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat")
     ok(bob.join(room))
     status, sync = alice.sync()
@@ -455,7 +391,7 @@ def test_members(server: Server) -> None:
         400,
         "M_INVALID_PARAM",
     )
-    outsider = user(server)
+    outsider = server.new_user()
     err(outsider.call("GET", room_path(room, "members")), 403, "M_FORBIDDEN")
 
     joined = ok(alice.call("GET", room_path(room, "joined_members")))["joined"]
@@ -463,8 +399,8 @@ def test_members(server: Server) -> None:
     err(carol.call("GET", room_path(room, "joined_members")), 403, "M_FORBIDDEN")
 
 
-def test_timestamp_to_event(server: Server) -> None:
-    alice, carol = user(server), user(server)
+def test_timestamp_to_event(server: SingleServer) -> None:
+    alice, carol = server.new_user(), server.new_user()
     room = new_room(alice)
     first = ok(alice.call("GET", room_path(room, "event", send_text(alice, room, "one"))))
     second = ok(alice.call("GET", room_path(room, "event", send_text(alice, room, "two"))))
@@ -493,8 +429,8 @@ def test_timestamp_to_event(server: Server) -> None:
 # --------------------------------------------------------- redaction, power, size --
 
 
-def test_redact(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_redact(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat")
     ok(bob.join(room))
     mine = send_text(bob, room, "oops")
@@ -512,8 +448,8 @@ def test_redact(server: Server) -> None:
     err(bob.call("PUT", room_path(room, "redact", mine, "t4"), {"reason": 1}), 400, "M_BAD_JSON")
 
 
-def test_power_levels_and_size_limit(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_power_levels_and_size_limit(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat")
     ok(bob.join(room))
     for event_type in ("m.room.name", "m.room.power_levels", "m.room.history_visibility"):
@@ -549,8 +485,8 @@ def test_power_levels_and_size_limit(server: Server) -> None:
 # -------------------------------------------------------------------- upgrade --
 
 
-def test_upgrade(server: Server) -> None:
-    alice, bob, carol = user(server), user(server), user(server)
+def test_upgrade(server: SingleServer) -> None:
+    alice, bob, carol = server.new_user(), server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat", room_version="10", name="Old")
     ok(bob.join(room))
     ok(carol.join(room))
@@ -592,8 +528,8 @@ def test_upgrade(server: Server) -> None:
     ok(carol.join(new))
 
 
-def test_upgrade_to_older_scheme_keeps_creator_power(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_upgrade_to_older_scheme_keeps_creator_power(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(alice, preset="public_chat", room_version="12")
     ok(bob.join(room))
     ok(
@@ -617,8 +553,8 @@ def test_upgrade_to_older_scheme_keeps_creator_power(server: Server) -> None:
 # -------------------------------------------------------------------- reports --
 
 
-def test_reports(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_reports(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(alice)
     event_id = send_text(alice, room, "bad")
     ok(alice.call("POST", room_path(room, "report", event_id), {"reason": "spam"}))
@@ -684,9 +620,9 @@ VISIBILITY_MATRIX: dict[str, dict[str, tuple[bool, bool, bool]]] = {
 
 
 @pytest.mark.parametrize("visibility", sorted(VISIBILITY_MATRIX))
-def test_history_visibility_matrix(server: Server, visibility: str) -> None:
-    alice = user(server)
-    viewers = {name: user(server, name) for name in ("joined", "left", "invited", "never")}
+def test_history_visibility_matrix(server: SingleServer, visibility: str) -> None:
+    alice = server.new_user()
+    viewers = {name: server.new_user(name) for name in ("joined", "left", "invited", "never")}
     room = new_room(
         alice,
         preset="public_chat",
@@ -722,8 +658,8 @@ def test_history_visibility_matrix(server: Server, visibility: str) -> None:
     assert (after_leave in around) == VISIBILITY_MATRIX[visibility]["left"][2]
 
 
-def test_own_membership_and_visibility_changes_are_visible(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_own_membership_and_visibility_changes_are_visible(server: SingleServer) -> None:
+    alice, bob = server.new_user(), server.new_user()
     room = new_room(
         alice,
         preset="public_chat",
@@ -750,7 +686,7 @@ def test_own_membership_and_visibility_changes_are_visible(server: Server) -> No
             {"history_visibility": "world_readable"},
         )
     )["event_id"]
-    stranger = user(server)
+    stranger = server.new_user()
     ok(stranger.call("GET", room_path(room, "event", change)))
     back = ok(
         alice.call(
@@ -788,8 +724,8 @@ BAD_BODIES = [b"{bad", b"[]", b'"x"', b"\xff", b'{"a": NaN}']
         ("POST", "rooms/{room}/report"),
     ],
 )
-def test_bad_bodies(server: Server, method: str, path: str) -> None:
-    alice = user(server)
+def test_bad_bodies(server: SingleServer, method: str, path: str) -> None:
+    alice = server.new_user()
     room = new_room(alice, preset="public_chat")
     url = f"{server.base_url}{CLIENT_V3}/{path.format(room=quote(room))}"
     for raw in BAD_BODIES:
@@ -826,8 +762,8 @@ def test_bad_bodies(server: Server, method: str, path: str) -> None:
         ("rooms/{room}/joined_members", {}),
     ],
 )
-def test_bad_query_input(server: Server, path: str, params: dict[str, str]) -> None:
-    alice, stranger = user(server), user(server)
+def test_bad_query_input(server: SingleServer, path: str, params: dict[str, str]) -> None:
+    alice, stranger = server.new_user(), server.new_user()
     room = new_room(alice)
     for client in (alice, stranger):
         status, body = client.call("GET", path.format(room=quote(room)), params=params)

@@ -11,86 +11,25 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.harness.ganglion import GanglionProcess, run_cli
-from tests.harness.matrix import MatrixClient, quote
-from tests.harness.ports import free_port
-
-
-class Server:
-    def __init__(self, base_url: str, process: GanglionProcess) -> None:
-        self.base_url = base_url
-        self.process = process
-        self.log_offset = 0
-
-    def new_errors(self) -> list[str]:
-        text = self.process.log_path.read_bytes()
-        new, self.log_offset = text[self.log_offset :], len(text)
-        return [
-            line
-            for line in new.decode("utf-8", "replace").splitlines()
-            if '"level": "ERROR"' in line or "Traceback" in line
-        ]
-
-
-def start_server(directory: Path, postgres_dsn: str | None = None) -> Server:
-    """One `ganglion run` with open registration (SQLite, or PostgreSQL when a DSN is given)."""
-    path = directory / "homeserver.yaml"
-    port = free_port()
-    run_cli(
-        "generate-config",
-        "--server-name", "localhost",
-        "--data-dir", str(directory / "data"),
-        "--listen", f"127.0.0.1:{port}",
-        "--open-registration",
-        *(["--postgres", postgres_dsn] if postgres_dsn else []),
-        "-o", str(path),
-    )  # fmt: skip
-    config = yaml.safe_load(path.read_text())
-    config["main"]["metrics_listen"] = f"127.0.0.1:{free_port()}"
-    config["proxy"]["listen"] = f"127.0.0.1:{free_port()}"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    base_url = f"http://127.0.0.1:{port}"
-    proc = GanglionProcess(
-        ["run", "-c", path], "main", directory / "main.log", base_url + "/health"
-    )
-    proc.start()
-    return Server(base_url, proc)
+from tests.harness.matrix import MatrixClient, ok, quote
+from tests.harness.single import SingleServer, single_server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("sync"))
-    try:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
+    with single_server(tmp_path_factory.mktemp("sync")) as srv:
         yield srv
-    finally:
-        srv.process.stop()
 
 
 @pytest.fixture(autouse=True)
-def _no_server_errors(server: Server) -> Iterator[None]:
-    server.new_errors()
-    yield
-    assert server.new_errors() == []
-
-
-def ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    assert status == 200, body
-    return body
-
-
-def user(server: Server) -> MatrixClient:
-    client = MatrixClient(server.base_url)
-    ok(client.register("u" + uuid.uuid4().hex[:10]))
-    return client
+def _no_server_errors(server: SingleServer) -> Iterator[None]:
+    with server.logs_no_new_errors():
+        yield
 
 
 def room_of(client: MatrixClient, **content: Any) -> str:
@@ -120,8 +59,8 @@ def messages(client: MatrixClient, room_id: str, **params: Any) -> dict[str, Any
 # ------------------------------------------------------------------------------ filters
 
 
-def test_filter_upload_and_download(server: Server) -> None:
-    alice = user(server)
+def test_filter_upload_and_download(server: SingleServer) -> None:
+    alice = server.new_user("u")
     definition = {
         "room": {
             "timeline": {"limit": 2, "types": ["m.room.*"]},
@@ -141,7 +80,7 @@ def test_filter_upload_and_download(server: Server) -> None:
 
     status, body = alice.call("GET", f"{path}/nosuchfilter")
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
-    bob = user(server)
+    bob = server.new_user("u")
     status, body = bob.call("GET", f"{path}/{quote(filter_id)}")
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     status, body = bob.call("POST", path, {})
@@ -165,9 +104,9 @@ def test_filter_upload_and_download(server: Server) -> None:
     ],
 )
 def test_bad_filters_are_rejected_with_the_field(
-    server: Server, definition: Any, mentions: str
+    server: SingleServer, definition: Any, mentions: str
 ) -> None:
-    alice = user(server)
+    alice = server.new_user("u")
     status, body = alice.call("POST", f"user/{quote(alice.user_id or '')}/filter", definition)
     assert (status, body["errcode"]) == (400, "M_BAD_JSON"), body
     assert mentions in body["error"]
@@ -177,8 +116,8 @@ def test_bad_filters_are_rejected_with_the_field(
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM"), body
 
 
-def test_bad_filter_parameters(server: Server) -> None:
-    alice = user(server)
+def test_bad_filter_parameters(server: SingleServer) -> None:
+    alice = server.new_user("u")
     for value in ("{not json", "{}}", "nosuchid", "[1]"):
         status, body = alice.call("GET", "sync", params={"filter": value})
         assert (status, body["errcode"]) == (400, "M_INVALID_PARAM"), (value, body)
@@ -192,8 +131,8 @@ def test_bad_filter_parameters(server: Server) -> None:
     assert status == 400
 
 
-def test_sync_applies_a_stored_filter(server: Server) -> None:
-    alice = user(server)
+def test_sync_applies_a_stored_filter(server: SingleServer) -> None:
+    alice = server.new_user("u")
     room_id = room_of(alice, name="filtered")
     for i in range(5):
         ok(alice.send_text(room_id, f"m{i}"))
@@ -207,8 +146,8 @@ def test_sync_applies_a_stored_filter(server: Server) -> None:
     assert timeline["limited"] is True
 
 
-def test_timeline_state_and_room_filters(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_timeline_state_and_room_filters(server: SingleServer) -> None:
+    alice, bob = server.new_user("u"), server.new_user("u")
     room_id = room_of(alice, name="sections", preset="public_chat")
     other_room = room_of(alice, name="excluded")
     ok(bob.join(room_id))
@@ -264,8 +203,8 @@ def test_timeline_state_and_room_filters(server: Server) -> None:
 # ------------------------------------------------------------------ gaps and history
 
 
-def test_gappy_sync_then_back_paginate_from_prev_batch(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_gappy_sync_then_back_paginate_from_prev_batch(server: SingleServer) -> None:
+    alice, bob = server.new_user("u"), server.new_user("u")
     room_id = room_of(alice, name="gaps", preset="public_chat")
     ok(bob.join(room_id))
     first = sync(bob)
@@ -273,7 +212,7 @@ def test_gappy_sync_then_back_paginate_from_prev_batch(server: Server) -> None:
     topic = {"topic": "changed in the gap"}
     topic_path = f"rooms/{quote(room_id)}/state/m.room.topic"
     topic_id = ok(alice.call("PUT", topic_path, topic))["event_id"]
-    carol = user(server)
+    carol = server.new_user("u")
     ok(carol.join(room_id))
     sent += [ok(alice.send_text(room_id, f"g{i}"))["event_id"] for i in range(3, 12)]
 
@@ -302,8 +241,8 @@ def test_gappy_sync_then_back_paginate_from_prev_batch(server: Server) -> None:
     assert len(seen) == len(set(seen))
 
 
-def test_messages_directions_bounds_and_filters(server: Server) -> None:
-    alice = user(server)
+def test_messages_directions_bounds_and_filters(server: SingleServer) -> None:
+    alice = server.new_user("u")
     room_id = room_of(alice)
     ids = [ok(alice.send_text(room_id, f"n{i}"))["event_id"] for i in range(5)]
     latest = messages(alice, room_id, dir="b", limit=100)
@@ -334,7 +273,7 @@ def test_messages_directions_bounds_and_filters(server: Server) -> None:
     lazy = messages(alice, room_id, dir="b", limit=2, filter={"lazy_load_members": True})
     assert state_pairs(lazy["state"]) == {("m.room.member", alice.user_id)}
 
-    outsider = user(server)
+    outsider = server.new_user("u")
     status, body = outsider.call("GET", f"rooms/{quote(room_id)}/messages")
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
 
@@ -342,8 +281,8 @@ def test_messages_directions_bounds_and_filters(server: Server) -> None:
 # ---------------------------------------------------------------- sections and state
 
 
-def test_invite_knock_and_leave_sections(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_invite_knock_and_leave_sections(server: SingleServer) -> None:
+    alice, bob = server.new_user("u"), server.new_user("u")
     room_id = room_of(alice, name="inv", invite=[bob.user_id])
     first = sync(bob)
     invite = first["rooms"]["invite"][room_id]["invite_state"]["events"]
@@ -392,8 +331,8 @@ def test_invite_knock_and_leave_sections(server: Server) -> None:
     assert knock_room not in sync(bob, knocked["next_batch"])["rooms"]["knock"]
 
 
-def test_full_state_and_state_after(server: Server) -> None:
-    alice = user(server)
+def test_full_state_and_state_after(server: SingleServer) -> None:
+    alice = server.new_user("u")
     room_id = room_of(alice, name="fs")
     first = sync(alice)
     ok(alice.send_text(room_id, "x"))
@@ -416,8 +355,8 @@ def test_full_state_and_state_after(server: Server) -> None:
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
 
 
-def test_lazy_loaded_members_and_summary(server: Server) -> None:
-    alice, bob, carol, dave = (user(server) for _ in range(4))
+def test_lazy_loaded_members_and_summary(server: SingleServer) -> None:
+    alice, bob, carol, dave = (server.new_user("u") for _ in range(4))
     room_id = room_of(alice, preset="public_chat")
     for member in (bob, carol, dave):
         ok(member.join(room_id))
@@ -457,8 +396,8 @@ def test_lazy_loaded_members_and_summary(server: Server) -> None:
 # --------------------------------------------------------------------- tokens, polling
 
 
-def test_tokens(server: Server) -> None:
-    alice = user(server)
+def test_tokens(server: SingleServer) -> None:
+    alice = server.new_user("u")
     room_id = room_of(alice)
     first = sync(alice)
     token = first["next_batch"]
@@ -477,8 +416,8 @@ def test_tokens(server: Server) -> None:
     assert room_id not in body["rooms"]["join"]
 
 
-def test_long_poll_returns_when_something_happens(server: Server) -> None:
-    alice, bob = user(server), user(server)
+def test_long_poll_returns_when_something_happens(server: SingleServer) -> None:
+    alice, bob = server.new_user("u"), server.new_user("u")
     room_id = room_of(alice, preset="public_chat")
     ok(bob.join(room_id))
     since = sync(bob)["next_batch"]
@@ -491,7 +430,7 @@ def test_long_poll_returns_when_something_happens(server: Server) -> None:
 
     thread = threading.Thread(target=poll)
     thread.start()
-    time.sleep(0.5)  # let the poll start waiting; correctness does not depend on it
+    server.wait_for_waiting_listeners(1)
     ok(alice.send_text(room_id, "wake up"))
     thread.join(30)
     assert not thread.is_alive()

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness.matrix import MatrixClient, quote
+from tests.harness.matrix import MatrixClient, ok, quote
 from tests.harness.postgres import PostgresServer, dbname_of
-from tests.integration.test_sync_api import Server, ok, start_server
+from tests.harness.single import SingleServer, single_server
 
 USERS = 3
 ROOMS = 2
@@ -131,12 +131,8 @@ class Follower:
         assert self.view.leave == fresh.leave, "left rooms differ"
 
 
-def run_scenario(server: Server, actions: list[tuple[Any, ...]]) -> None:
-    clients = []
-    for _ in range(USERS):
-        client = MatrixClient(server.base_url)
-        ok(client.register("p" + uuid.uuid4().hex[:10]))
-        clients.append(client)
+def run_scenario(server: SingleServer, actions: list[tuple[Any, ...]]) -> None:
+    clients = [server.new_user("p") for _ in range(USERS)]
     room_ids = [
         ok(clients[0].create_room(preset="public_chat", name=f"r{i}"))["room_id"]
         for i in range(ROOMS)
@@ -179,24 +175,20 @@ def run_scenario(server: Server, actions: list[tuple[Any, ...]]) -> None:
 
 
 @pytest.fixture(scope="module")
-def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("sync-property"))
-    try:
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
+    with single_server(tmp_path_factory.mktemp("sync-property")) as srv:
         yield srv
-    finally:
-        srv.process.stop()
 
 
 @pytest.fixture(scope="module")
 def postgres_server(
     tmp_path_factory: pytest.TempPathFactory, pg_server: PostgresServer
-) -> Iterator[Server]:
+) -> Iterator[SingleServer]:
     dsn = pg_server.fresh_database()
-    srv = start_server(tmp_path_factory.mktemp("sync-property-pg"), postgres_dsn=dsn)
     try:
-        yield srv
+        with single_server(tmp_path_factory.mktemp("sync-property-pg"), postgres_dsn=dsn) as srv:
+            yield srv
     finally:
-        srv.process.stop()
         pg_server.drop_database(dbname_of(dsn))
 
 
@@ -210,7 +202,7 @@ SETTINGS = settings(
 @SETTINGS
 @given(actions=ACTIONS)
 def test_incremental_syncs_compose_sqlite(
-    sqlite_server: Server, actions: list[tuple[Any, ...]]
+    sqlite_server: SingleServer, actions: list[tuple[Any, ...]]
 ) -> None:
     run_scenario(sqlite_server, actions)
     assert sqlite_server.new_errors() == []
@@ -220,7 +212,7 @@ def test_incremental_syncs_compose_sqlite(
 @SETTINGS
 @given(actions=ACTIONS)
 def test_incremental_syncs_compose_postgres(
-    postgres_server: Server, actions: list[tuple[Any, ...]]
+    postgres_server: SingleServer, actions: list[tuple[Any, ...]]
 ) -> None:
     run_scenario(postgres_server, actions)
     assert postgres_server.new_errors() == []

@@ -18,7 +18,7 @@ import attrs
 import pytest
 
 from homeserver.sync.tokens import StreamToken
-from tests.harness.matrix import MatrixClient, quote, request
+from tests.harness.matrix import MatrixClient, ok, quote, request
 from tests.harness.ports import free_port
 from tests.harness.single import SingleServer, single_server
 from tests.harness.waiting import wait_until
@@ -41,12 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
 def _no_internal_errors(server: SingleServer) -> Iterator[None]:
     with server.logs_no_new_errors():
         yield
-
-
-def ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    assert status == 200, body
-    return body
 
 
 def err(result: tuple[int, Any], status: int, errcode: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from prometheus_client import REGISTRY
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
@@ -184,3 +185,36 @@ def test_wake_room_wakes_listeners_in_that_room_only() -> None:
     assert "!r:hs" not in n._by_room  # the woken listener left every index
     n.wake_room("!nowhere:hs")
     assert r_out == []
+
+
+def _waiting() -> float:
+    value = REGISTRY.get_sample_value("ganglion_sync_waiting_listeners")
+    assert value is not None
+    return value
+
+
+def test_waiting_gauge_counts_parked_listeners_until_they_stop_for_any_reason() -> None:
+    clock = Clock()
+    n = Notifier(cast(IReactorTime, clock))
+    base = _waiting()
+    woken, timed_out, closed, cancelled = (n.listen(f"@{c}:hs", [f"!{c}:hs"]) for c in "abcd")
+    assert _waiting() == base  # listening alone is not waiting: the request still computes
+    results = [_results(x.wait(t)) for x, t in ((woken, 30), (timed_out, 5), (closed, 30))]
+    pending = cancelled.wait(30)
+    pending.addErrback(lambda failure: failure.trap(defer.CancelledError))
+    assert _waiting() == base + 4
+    n.on_new_events([_msg("!a:hs")])
+    assert _waiting() == base + 3
+    clock.advance(5)
+    assert _waiting() == base + 2
+    closed.close()
+    assert _waiting() == base + 1
+    pending.cancel()  # the client went away
+    assert _waiting() == base
+    assert results == [[True], [False], [False]]
+    assert clock.getDelayedCalls() == []
+    # A listener woken before it waits answers at once and is never counted.
+    late = n.listen("@e:hs", ["!e:hs"])
+    n.on_new_events([_msg("!e:hs")])
+    assert _results(late.wait(30)) == [True]
+    assert _waiting() == base
