@@ -104,11 +104,11 @@ class Notifier:
         return sum(len(s) for s in self._by_user.values())
 
     def on_new_events(self, rows: Iterable[StreamRow]) -> None:
-        rows = list(rows)
+        batch = list(rows)
         for observer in self._row_observers:
-            observer(rows)
+            observer(batch)
         woken: set[Listener] = set()
-        for row in rows:
+        for row in batch:
             woken.update(self._by_room.get(row.room_id, ()))
             if row.type == "m.room.member" and row.state_key:
                 woken.update(self._by_user.get(row.state_key, ()))

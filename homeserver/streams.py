@@ -14,7 +14,14 @@ from typing import Any
 import attrs
 
 from homeserver.context import HomeServerContext
-from homeserver.handlers import account_data, presence, receipts, to_device, typing
+from homeserver.handlers import (
+    account_data,
+    device_lists,
+    presence,
+    receipts,
+    to_device,
+    typing,
+)
 
 
 @attrs.frozen(slots=True)
@@ -56,4 +63,7 @@ STREAM_DEFINITIONS: dict[str, StreamDefinition] = {
         "account_data", account_data.max_position, account_data.apply_rows
     ),
     "to_device": StreamDefinition("to_device", to_device.max_position, to_device.apply_rows),
+    "device_lists": StreamDefinition(
+        "device_lists", device_lists.max_position, device_lists.apply_rows
+    ),
 }

@@ -27,7 +27,15 @@ _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 WORKER_TYPES = ("main", "sync", "stream_writer", "client_reader")
 
 # Streams, each with one writer process (main unless `stream_writers` names another).
-STREAMS = ("events", "typing", "receipts", "presence", "account_data", "to_device")
+STREAMS = (
+    "events",
+    "typing",
+    "receipts",
+    "presence",
+    "account_data",
+    "to_device",
+    "device_lists",
+)
 
 
 class ConfigError(Exception):
@@ -157,6 +165,7 @@ class HomeserverConfig:
     log_format: str = "json"  # "json" or "text"
     redis: RedisConfig = RedisConfig()
     enable_registration: bool = False
+    allow_guest_access: bool = False
     bcrypt_rounds: int = 12
     registration_shared_secret: str | None = None
     replication_secret: str | None = None
@@ -208,6 +217,7 @@ _TOP_LEVEL_KEYS = frozenset(
         "database",
         "redis",
         "enable_registration",
+        "allow_guest_access",
         "bcrypt_rounds",
         "registration_shared_secret",
         "replication_secret",
@@ -319,6 +329,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str) -> HomeserverConfig:
     database = _parse_database(data.get("database"), base_dir=base_dir, data_dir=data_dir)
     redis = _parse_redis(data.get("redis"))
     enable_registration = _opt_bool(data, "enable_registration", "enable_registration", False)
+    allow_guest_access = _opt_bool(data, "allow_guest_access", "allow_guest_access", False)
     # bcrypt's cost factor (4..31); 12 is a sane default for production.
     bcrypt_rounds = _opt_int(data, "bcrypt_rounds", "bcrypt_rounds", 12, minimum=4, maximum=31)
     registration_shared_secret = _opt_secret(
@@ -374,6 +385,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: str) -> HomeserverConfig:
         log_format=log_format,
         redis=redis,
         enable_registration=enable_registration,
+        allow_guest_access=allow_guest_access,
         bcrypt_rounds=bcrypt_rounds,
         registration_shared_secret=registration_shared_secret,
         replication_secret=replication_secret,

@@ -97,6 +97,12 @@ ROUTES: tuple[Route, ...] = (
     writer_route(_CLIENT + r"/user/[^/]+/(rooms/[^/]+/)?account_data/[^/]+$", "account_data"),
     writer_route(_CLIENT + r"/user/[^/]+/rooms/[^/]+/tags(/[^/]+)?$", "account_data"),
     writer_route(_CLIENT + r"/sendToDevice/[^/]+/[^/]+$", "to_device"),
+    # Key uploads and claims (a claim consumes keys), device updates and deletions.
+    writer_route(
+        _CLIENT + r"/keys/(upload|claim|device_signing/upload|signatures/upload)$", "device_lists"
+    ),
+    writer_route(_CLIENT + r"/devices/[^/]+$", "device_lists"),
+    writer_route(_CLIENT + r"/delete_devices$", "device_lists"),
     # Room history by room, so that one room's pagination stays in one process's caches.
     Route(_CLIENT + r"/rooms/[^/]+/messages$", "client_reader", sticky="room"),
     # Reads of rooms and the directory (writes on these paths are forwarded to the writer).

@@ -111,6 +111,8 @@ async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> int:
 
 class AccountDataSyncSource:
     stream = STREAM
+    # Nothing new when the stream has not moved (see homeserver.sync.sources).
+    quiet_when_unmoved = True
 
     def __init__(self, ctx: HomeServerContext) -> None:
         self.ctx = ctx

@@ -20,6 +20,10 @@ _LOCALPART = re.compile(r"^[a-z0-9._=\-/+]+$")
 NONCE_LIFETIME_MS = 60_000
 
 
+def _random_localpart() -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(12))
+
+
 def make_device_id() -> str:
     return "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
 
@@ -79,9 +83,7 @@ class AccountHandler:
         admin: bool = False,
     ) -> dict[str, Any]:
         if localpart is None:
-            localpart = "".join(
-                secrets.choice(string.ascii_lowercase + string.digits) for _ in range(12)
-            )
+            localpart = _random_localpart()
         localpart = localpart.lower()
         self.validate_localpart(localpart)
         user_id = self.user_id_for(localpart)
@@ -91,6 +93,51 @@ class AccountHandler:
         result: dict[str, Any] = {"user_id": user_id, "home_server": self.server_name}
         if not inhibit_login:
             result.update(await self._new_session(user_id, device_id, display_name))
+        return result
+
+    async def register_guest(self, display_name: str | None) -> dict[str, Any]:
+        """A new guest account, logged in on a device the server picks."""
+        # A random localpart never collides in practice; retry rather than fail if it does.
+        for _ in range(5):
+            localpart = _random_localpart()
+            user_id = self.user_id_for(localpart)
+            if await self.store.create_guest(user_id, self.clock_ms()):
+                session = await self._new_session(user_id, None, display_name)
+                return {"user_id": user_id, "home_server": self.server_name, **session}
+        raise MatrixError(500, "M_UNKNOWN", "Could not allocate a guest user ID")
+
+    async def upgrade_guest(
+        self,
+        guest_access_token: str,
+        localpart: str | None,
+        password: str | None,
+        *,
+        device_id: str | None = None,
+        display_name: str | None = None,
+        inhibit_login: bool = False,
+    ) -> dict[str, Any]:
+        """Turns the guest owning `guest_access_token` into a full account with the same ID.
+
+        The client must name the guest's own localpart as `username`.
+        """
+        info = await self.store.get_token(guest_access_token)
+        if info is None or not info.is_guest:
+            raise forbidden("guest_access_token is not the access token of a guest account")
+        guest_localpart = info.user_id[1:].split(":", 1)[0]
+        if localpart is None:
+            raise MatrixError(
+                400, "M_MISSING_PARAM", "username is required to upgrade a guest account"
+            )
+        if localpart.lower() != guest_localpart:
+            raise MatrixError(
+                400, "M_INVALID_USERNAME", "username must be the guest account's localpart"
+            )
+        pw_hash = await self.hash_password(password) if password is not None else None
+        if not await self.store.upgrade_guest(info.user_id, pw_hash):
+            raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
+        result: dict[str, Any] = {"user_id": info.user_id, "home_server": self.server_name}
+        if not inhibit_login:
+            result.update(await self._new_session(info.user_id, device_id, display_name))
         return result
 
     async def _new_session(

@@ -6,13 +6,15 @@ answers 403 M_FORBIDDEN); this handler adds what the rules leave to the server:
 * restricted joins (`restricted` / `knock_restricted`): the joining server checks the
   `allow` conditions against its own view of the allow-listed rooms and names, in
   `join_authorised_via_users_server`, a local member of the room who may invite;
-* guest access: a guest joins only rooms whose `m.room.guest_access` is `can_join`;
+* guest access: a guest joins only rooms whose `m.room.guest_access` is `can_join`, and
+  when a room stops being `can_join` its joined local guests are made to leave;
 * request-level checks the rules cannot express (kicking a user who is not in the
   room, unbanning a user who is not banned).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,8 +23,11 @@ from homeserver.events.event import Event, StateKey
 from homeserver.events.room_versions import RoomVersion
 from homeserver.handlers.event_creation import EventCreationHandler
 from homeserver.http.errors import MatrixError, bad_param, forbidden, not_found
+from storage.stores.accounts import AccountStore
 from storage.stores.events import EventStore
 from storage.stores.room_extras import RoomExtrasStore
+
+logger = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
 JOIN_RULES_KEY: StateKey = ("m.room.join_rules", "")
@@ -45,10 +50,19 @@ def _server_of(user_id: str) -> str:
 
 
 class MembershipHandler:
-    def __init__(self, events: EventCreationHandler, store: EventStore, server_name: str) -> None:
+    def __init__(
+        self,
+        events: EventCreationHandler,
+        store: EventStore,
+        server_name: str,
+        *,
+        accounts: AccountStore | None = None,
+    ) -> None:
         self.events = events
         self.store = store
         self.server_name = server_name
+        # Tells guests from full accounts; without it no guest is ever removed.
+        self.accounts = accounts
 
     async def update_membership(
         self,
@@ -97,6 +111,40 @@ class MembershipHandler:
 
         event_id, _ = await self.events.send(room_id, sender, MEMBER, content, state_key=target)
         return {"event_id": event_id, "room_id": room_id}
+
+    async def remove_guests_if_disallowed(self, room_id: str) -> list[str]:
+        """After a change of `m.room.guest_access`: unless the room is still `can_join`,
+        every local guest joined to it leaves (the spec's server behaviour). Returns them.
+
+        Each guest sends its own leave, which the auth rules always allow a joined member.
+        """
+        if self.accounts is None:
+            return []
+        state = await self._state(room_id, None)
+        if _guest_access(state) == "can_join":
+            return []
+        joined_here = [
+            member
+            for (event_type, member), event in state.items()
+            if event_type == MEMBER
+            and event.membership == "join"
+            and _server_of(member) == self.server_name
+        ]
+        removed: list[str] = []
+        for guest in sorted(await self.accounts.get_guests(joined_here)):
+            try:
+                await self.events.send(
+                    room_id, guest, MEMBER, {"membership": "leave"}, state_key=guest
+                )
+            except MatrixError as e:
+                # The state change itself stands; one guest failing must not undo it.
+                logger.warning(
+                    "could not remove guest from room",
+                    extra={"room_id": room_id, "user_id": guest, "error": e.errcode},
+                )
+            else:
+                removed.append(guest)
+        return removed
 
     async def forget(
         self, user_id: str, room_id: str, extras: RoomExtrasStore, now_ms: int

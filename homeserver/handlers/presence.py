@@ -136,6 +136,8 @@ async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> int:
 
 class PresenceSyncSource:
     stream = STREAM
+    # Nothing new when the stream has not moved (see homeserver.sync.sources).
+    quiet_when_unmoved = True
 
     def __init__(self, ctx: HomeServerContext, activity: PresenceActivity) -> None:
         self.ctx = ctx

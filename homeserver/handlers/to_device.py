@@ -123,21 +123,3 @@ class ToDeviceSyncSource:
         return SyncContribution(
             global_sections={"to_device": [m.to_event() for m in pending]}, has_data=True
         )
-
-
-class DeviceListsSyncSource:
-    """Device lists and one-time key counts: empty shapes until device keys exist."""
-
-    stream = "device_lists"
-
-    async def current_position(self) -> int:
-        return 0
-
-    async def for_sync(self, req: SyncSourceRequest) -> SyncContribution:
-        return SyncContribution(
-            global_sections={
-                "device_lists": {"changed": [], "left": []},
-                "device_one_time_keys_count": {},
-                "device_unused_fallback_key_types": [],
-            }
-        )

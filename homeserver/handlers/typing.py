@@ -230,6 +230,8 @@ async def serve_rows(ctx: HomeServerContext, after: int, up_to: int) -> list[dic
 
 class TypingSyncSource:
     stream = STREAM
+    # Nothing new when the stream has not moved (see homeserver.sync.sources).
+    quiet_when_unmoved = True
 
     def __init__(self, ctx: HomeServerContext) -> None:
         self.ctx = ctx

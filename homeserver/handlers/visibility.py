@@ -28,6 +28,7 @@ from homeserver.http.errors import forbidden
 from storage.stores.events import EventStore, PersistedEvent
 from storage.stores.room_extras import HISTORY_VISIBILITY, MEMBER, MembershipRow, RoomExtrasStore
 from storage.stores.state import StateNotFoundError, StateStore
+from storage.stores.sync import SyncStore, UserMembership
 
 if TYPE_CHECKING:
     from homeserver.context import HomeServerContext
@@ -164,11 +165,17 @@ class RoomStateAccess:
 
 class VisibilityFilter:
     def __init__(
-        self, store: EventStore, extras: RoomExtrasStore, state_store: StateStore | None = None
+        self,
+        store: EventStore,
+        extras: RoomExtrasStore,
+        state_store: StateStore | None = None,
+        sync_store: SyncStore | None = None,
     ) -> None:
         self.store = store
         self.extras = extras
         self.state_store = state_store
+        # Reads for many rooms in one query.
+        self.sync_store = sync_store if sync_store is not None else SyncStore(extras.db)
 
     @classmethod
     def install(cls, ctx: HomeServerContext) -> VisibilityFilter:
@@ -192,15 +199,44 @@ class VisibilityFilter:
         )
 
     async def filter_events_for_user(
-        self, user_id: str, events: list[PersistedEvent]
+        self,
+        user_id: str,
+        events: list[PersistedEvent],
+        *,
+        memberships: Sequence[UserMembership] | None = None,
     ) -> list[PersistedEvent]:
-        """The events the user may see, in the order given."""
+        """The events the user may see, in the order given.
+
+        `memberships`: every membership event of the user, oldest first, when the caller
+        has them already (/sync's cache); otherwise they are read."""
         if not events:
             return []
-        timelines: dict[str, RoomTimeline] = {}
-        for room_id in dict.fromkeys(pe.event.room_id for pe in events):
-            timelines[room_id] = await self.room_timeline(user_id, room_id)
-        from_state = await self._facts_from_state_store(user_id, events, timelines)
+        room_ids = list(dict.fromkeys(pe.event.room_id for pe in events))
+        # One query each for every room: the user's memberships, and (only for rooms with
+        # events the state store cannot answer for) the history-visibility changes.
+        if memberships is None:
+            by_room = await self.sync_store.get_user_memberships_in_rooms(user_id, room_ids)
+        else:
+            by_room = {}
+            for m in memberships:
+                by_room.setdefault(m.room_id, []).append(m)
+        rows = {
+            room_id: [
+                MembershipRow(m.stream_ordering, m.membership, m.event_id)
+                for m in by_room.get(room_id, ())
+            ]
+            for room_id in room_ids
+        }
+        joined = {room_id: RoomTimeline.build((), rows[room_id]) for room_id in room_ids}
+        from_state = await self._facts_from_state_store(user_id, events, joined)
+        uncovered = {pe.event.room_id for pe in events if pe.event.event_id not in from_state}
+        changes = await self.sync_store.get_history_visibility_changes_many(uncovered)
+        timelines = {
+            room_id: RoomTimeline.build(changes[room_id], rows[room_id])
+            if room_id in uncovered
+            else joined[room_id]
+            for room_id in room_ids
+        }
         return [
             pe
             for pe in events
@@ -214,7 +250,8 @@ class VisibilityFilter:
     async def _facts_from_state_store(
         self, user_id: str, events: list[PersistedEvent], timelines: Mapping[str, RoomTimeline]
     ) -> dict[str, EventFacts]:
-        """Facts for the events the state store knows; the rest fall back to the stream."""
+        """Facts for the events the state store knows; the rest fall back to the stream.
+        (Only the memberships of `timelines` are read here.)"""
         if self.state_store is None:
             return {}
         types = [(HISTORY_VISIBILITY, ""), (MEMBER, user_id)]

@@ -27,4 +27,6 @@ API_MODULES: tuple[str, ...] = (
     "homeserver.rest.presence",
     "homeserver.rest.account_data",
     "homeserver.rest.to_device",
+    "homeserver.rest.devices",
+    "homeserver.rest.keys",
 )

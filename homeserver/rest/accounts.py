@@ -42,10 +42,13 @@ class AccountApi:
     async def on_register(self, request: Request) -> Result:
         body = parse_json_object(request, allow_empty=True)
         kind = query_arg(request, "kind") or "user"
+        if kind == "guest":
+            return await self._register_guest(body)
         if kind != "user":
-            raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+            raise bad_param("kind must be 'user' or 'guest'")
         if not self.config.enable_registration:
             raise forbidden("Registration has been disabled")
+        guest_access_token = require_str(body, "guest_access_token", optional=True)
         username = require_str(body, "username", optional=True)
         password = require_str(body, "password", optional=True)
         device_id = require_str(body, "device_id", optional=True)
@@ -70,6 +73,19 @@ class AccountApi:
             )
         if password is not None and len(password) > 512:
             raise bad_param("password is too long")
+        if guest_access_token is not None:
+            # Upgrading a guest: the same flow, keeping the guest's user ID.
+            return 200, await self.writes.call(
+                "upgrade_guest",
+                {
+                    "guest_access_token": guest_access_token,
+                    "localpart": username,
+                    "password": password,
+                    "device_id": device_id,
+                    "display_name": display_name,
+                    "inhibit_login": inhibit_login,
+                },
+            )
         return 200, await self.writes.call(
             "register",
             {
@@ -79,6 +95,17 @@ class AccountApi:
                 "display_name": display_name,
                 "inhibit_login": inhibit_login,
             },
+        )
+
+    async def _register_guest(self, body: dict[str, Any]) -> Result:
+        """kind=guest: no user-interactive auth; of the body only the device's display name
+        counts (the spec has the server ignore the rest and pick the device ID)."""
+        if not self.config.allow_guest_access:
+            raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+        display_name = body.get("initial_device_display_name")
+        return 200, await self.writes.call(
+            "register_guest",
+            {"display_name": display_name if isinstance(display_name, str) else None},
         )
 
     async def on_register_available(self, request: Request) -> Result:
@@ -124,18 +151,29 @@ class AccountApi:
 
     async def on_logout(self, request: Request) -> Result:
         requester = await self.auth.get_requester(request)
-        return 200, await self.writes.call("logout", {"token": requester.access_token})
+        result = await self.writes.call("logout", {"token": requester.access_token})
+        # The device is gone: its keys go with it, a device list change (rest/devices.py).
+        await self.writes.call(
+            "devices_delete", {"user_id": requester.user_id, "device_ids": [requester.device_id]}
+        )
+        return 200, result
 
     async def on_whoami(self, request: Request) -> Result:
         requester = await self.auth.get_requester(request)
         return 200, {
             "user_id": requester.user_id,
             "device_id": requester.device_id,
-            "is_guest": False,
+            "is_guest": requester.is_guest,
         }
 
 
-WRITE_STREAMS = {"register": "events", "login": "events", "logout": "events"}
+WRITE_STREAMS = {
+    "register": "events",
+    "register_guest": "events",
+    "upgrade_guest": "events",
+    "login": "events",
+    "logout": "events",
+}
 
 
 def write_operations(ctx: HomeServerContext) -> dict[str, Operation]:
@@ -151,6 +189,19 @@ def write_operations(ctx: HomeServerContext) -> dict[str, Operation]:
             inhibit_login=bool(a.get("inhibit_login")),
         )
 
+    async def register_guest(a: dict[str, Any]) -> dict[str, Any]:
+        return await accounts.register_guest(a.get("display_name"))
+
+    async def upgrade_guest(a: dict[str, Any]) -> dict[str, Any]:
+        return await accounts.upgrade_guest(
+            a["guest_access_token"],
+            a.get("localpart"),
+            a.get("password"),
+            device_id=a.get("device_id"),
+            display_name=a.get("display_name"),
+            inhibit_login=bool(a.get("inhibit_login")),
+        )
+
     async def login(a: dict[str, Any]) -> dict[str, Any]:
         return await accounts.login(
             a["user"], a["password"], a.get("device_id"), a.get("display_name")
@@ -159,7 +210,32 @@ def write_operations(ctx: HomeServerContext) -> dict[str, Operation]:
     async def logout(a: dict[str, Any]) -> dict[str, Any]:
         return await accounts.logout(a["token"])
 
-    return {"register": register, "login": login, "logout": logout}
+    return _noting_new_devices(
+        ctx,
+        {
+            "register": register,
+            "register_guest": register_guest,
+            "upgrade_guest": upgrade_guest,
+            "login": login,
+            "logout": logout,
+        },
+    )
+
+
+def _noting_new_devices(ctx: HomeServerContext, ops: dict[str, Operation]) -> dict[str, Operation]:
+    """A new session's device changes its user's device list: a write of the device_lists
+    stream (homeserver/rest/devices.py) once the session exists."""
+
+    def wrap(op: Operation) -> Operation:
+        async def run(a: dict[str, Any]) -> dict[str, Any]:
+            result = await op(a)
+            if "device_id" in result:
+                await ctx.writes.call("device_list_new_device", {"user_id": result["user_id"]})
+            return result
+
+        return run
+
+    return {name: wrap(op) for name, op in ops.items()}
 
 
 def install(ctx: HomeServerContext, router: Router) -> None:

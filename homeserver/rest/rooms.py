@@ -464,7 +464,9 @@ WRITE_STREAMS = {
 def write_operations(ctx: HomeServerContext) -> dict[str, Operation]:
     rooms, events = ctx.rooms, ctx.event_creation
     assert rooms is not None and events is not None
-    membership_handler = MembershipHandler(events, ctx.event_store, ctx.server_name)
+    membership_handler = MembershipHandler(
+        events, ctx.event_store, ctx.server_name, accounts=ctx.account_store
+    )
     upgrades = RoomUpgradeHandler(events, ctx.event_store)
     extras = RoomExtrasStore(ctx.db)
 
@@ -494,6 +496,8 @@ def write_operations(ctx: HomeServerContext) -> dict[str, Operation]:
             txn=(txn[0], txn[1], txn[2]) if txn else None,
             redacts=a.get("redacts"),
         )
+        if a["type"] == "m.room.guest_access" and a.get("state_key") == "":
+            await membership_handler.remove_guests_if_disallowed(a["room_id"])
         return {"event_id": event_id}
 
     async def forget_room(a: dict[str, Any]) -> dict[str, Any]:

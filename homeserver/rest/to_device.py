@@ -8,7 +8,7 @@ from twisted.web.server import Request
 
 from homeserver.context import HomeServerContext
 from homeserver.handlers.stream_writer import get_stream_writer
-from homeserver.handlers.to_device import DeviceListsSyncSource, ToDeviceSyncSource, ToDeviceWriter
+from homeserver.handlers.to_device import ToDeviceSyncSource, ToDeviceWriter
 from homeserver.handlers.writes import Operation
 from homeserver.http.errors import bad_type
 from homeserver.http.server import Router, parse_json_object, require_object
@@ -67,4 +67,3 @@ def install(ctx: HomeServerContext, router: Router) -> None:
         "/_matrix/client/v3/sendToDevice/{eventType}/{txnId}",
     )
     register_sync_source(ctx, ToDeviceSyncSource(ctx))
-    register_sync_source(ctx, DeviceListsSyncSource())

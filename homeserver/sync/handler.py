@@ -31,12 +31,14 @@ from homeserver.notifier import Notifier
 from homeserver.sync.filters import RoomEventFilter, SyncFilter, only_fields
 from homeserver.sync.lazy_members import KnownMembers, LazyMemberCache
 from homeserver.sync.membership import MembershipHistory
+from homeserver.sync.membership_cache import DEFAULT_MAX_USERS, UserMembershipCache
 from homeserver.sync.merge import (
     MergedContributions,
     filter_contributions,
     global_sections_json,
     merge_contributions,
 )
+from homeserver.sync.room_changes import DEFAULT_MAX_ROOMS, RoomChangeCache
 from homeserver.sync.sources import (
     EMPTY_CONTRIBUTION,
     SyncContribution,
@@ -48,12 +50,14 @@ from homeserver.sync.state_access import RoomStateReader
 from homeserver.sync.tokens import STREAM_ORDER, StreamToken
 from replication.streams import StreamPositionTracker
 from storage.stores.events import EventStore, PersistedEvent
-from storage.stores.sync import SyncStore
+from storage.stores.sync import StateEntry, SyncStore, UserMembership
 
 logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
 MEMBER = "m.room.member"
+ROOM_NAME = "m.room.name"
+CANONICAL_ALIAS = "m.room.canonical_alias"
 HEROES = 5
 
 
@@ -69,6 +73,10 @@ class SyncLimits:
     unknown_position_wait_s: float = 2.0
     # Events examined per room to fill a filtered timeline before answering `limited`.
     max_timeline_scan: int = 2000
+    # Users whose membership history is cached (see membership_cache.py).
+    membership_cache_users: int = DEFAULT_MAX_USERS
+    # Rooms whose newest position is remembered (see room_changes.py).
+    room_change_cache_rooms: int = DEFAULT_MAX_ROOMS
 
 
 @attrs.frozen(slots=True)
@@ -94,6 +102,42 @@ class TimelineSlice:
     complete: bool
 
 
+@attrs.frozen(slots=True)
+class TimelineQuery:
+    """One room's window (lo, hi] of the events stream (lo None: from the beginning)."""
+
+    room_id: str
+    lo: int | None
+    hi: int
+    # A room the user never joined: only their own membership events.
+    only_own_membership: bool = False
+
+
+@attrs.define
+class _TimelineScan:
+    """The progress of one room's timeline scan, newest events first."""
+
+    query: TimelineQuery
+    cursor: int
+    batch_size: int
+    collected: list[PersistedEvent] = attrs.field(factory=list)
+    scanned: int = 0
+    complete: bool = True
+    exhausted: bool = False
+    done: bool = False
+
+
+@attrs.frozen(slots=True)
+class _RoomJob:
+    """A joined or left room to build over the window (lo, hi]."""
+
+    room_id: str
+    lo: int | None
+    hi: int
+    joined: bool
+    never_joined: bool = False
+
+
 @attrs.define
 class _Computation:
     """The fixed inputs and the per-request memo of one /sync computation."""
@@ -108,6 +152,11 @@ class _Computation:
     # room_id -> member user_id -> event_id, sent in this response (lazy-loading).
     sent_members: dict[str, dict[str, str]] = attrs.field(factory=dict)
     fresh_room_ids: set[str] = attrs.field(factory=set)
+    # Every membership event of the user (from the cache; may reach beyond pos).
+    memberships: Sequence[UserMembership] = ()
+    # Loaded for this computation (events and state entries do not change).
+    events: dict[str, PersistedEvent] = attrs.field(factory=dict)
+    entries: dict[str, StateEntry] = attrs.field(factory=dict)
 
 
 class SyncHandler:
@@ -134,6 +183,15 @@ class SyncHandler:
         self.extras = extras
         self.limits = limits
         self.lazy_members = lazy_members if lazy_members is not None else LazyMemberCache()
+        events_tracker = trackers["events"]
+        self.memberships = UserMembershipCache(
+            sync_store.get_user_memberships,
+            lambda: events_tracker.position,
+            max_users=limits.membership_cache_users,
+        )
+        notifier.add_row_observer(self.memberships.on_rows)
+        self.room_changes = RoomChangeCache(limits.room_change_cache_rooms)
+        notifier.add_row_observer(self.room_changes.on_rows)
 
     # ------------------------------------------------------------------ entry point
 
@@ -148,9 +206,12 @@ class SyncHandler:
             listener = None
             if req.since is not None and not req.full_state and req.timeout_ms > 0:
                 # Listen before computing, so nothing that lands meanwhile is missed.
-                rooms = await self.store.get_rooms_for_user(req.user_id)
+                memberships = await self.memberships.get(
+                    req.user_id, self.trackers["events"].position
+                )
+                latest = {m.room_id: m.membership for m in memberships}
                 listener = self.notifier.listen(
-                    req.user_id, [r for r, m in rooms.items() if m == "join"]
+                    req.user_id, [r for r, m in latest.items() if m == "join"]
                 )
             try:
                 response, has_data = await self._compute(req, sources)
@@ -214,7 +275,12 @@ class SyncHandler:
     ) -> tuple[JsonDict, bool]:
         pos = self.trackers["events"].position
         since_events = req.since.events if req.since is not None else None
-        history = MembershipHistory(await self.sync_store.get_membership_history(req.user_id, pos))
+        memberships = await self.memberships.get(req.user_id, pos)
+        history = MembershipHistory(
+            (m.room_id, m.membership, m.stream_ordering)
+            for m in memberships
+            if m.stream_ordering <= pos
+        )
         joined_now = frozenset(r for r in history.room_ids() if history.at(r, pos) == "join")
         if since_events is None:
             newly_joined = joined_now
@@ -239,12 +305,19 @@ class SyncHandler:
                         newly_joined_room_ids=newly_joined,
                         filter=req.filter,
                         full_state=req.full_state,
+                        events_since=since_events,
+                        events_up_to=pos,
                     ),
                 )
             )
         # The sources run while the rooms are computed.
         contributions_d = defer.gatherResults(
-            [defer.ensureDeferred(self._call_source(s, r)) for s, r in source_requests],
+            [
+                defer.succeed((EMPTY_CONTRIBUTION, True))
+                if _unmoved(s, r)
+                else defer.ensureDeferred(self._call_source(s, r))
+                for s, r in source_requests
+            ],
             consumeErrors=True,
         )
 
@@ -262,6 +335,7 @@ class SyncHandler:
             else {},
             timeline_limit=min(timeline_limit, self.limits.max_timeline_limit),
             now_ms=self.clock_ms(),
+            memberships=memberships,
         )
         rooms_json, rooms_have_data = await self._rooms(comp, since_events)
 
@@ -364,20 +438,21 @@ class SyncHandler:
         changed: set[str] = set()
         if since is not None:
             joined_since = [r for r in room_ids if history.at(r, pos) == "join"]
-            changed = await self.store.get_rooms_changed(joined_since, since, pos)
+            changed, unknown = self.room_changes.changed(joined_since, since, pos)
+            if unknown:
+                changed |= await self.store.get_rooms_changed(unknown, since, pos)
 
+        # Joined and left rooms are built together (see _build_rooms); each job's section:
+        # "fresh" and "left" always appear, "incremental" only with something to show.
+        jobs: list[tuple[str, _RoomJob]] = []
         for room_id in room_ids:
             membership = history.at(room_id, pos)
             if membership == "join":
                 if since is None or history.newly_joined(room_id, since, pos):
                     comp.fresh_room_ids.add(room_id)
-                    join[room_id], _ = await self._room(comp, room_id, None, pos, joined=True)
-                    has_data = True
+                    jobs.append(("fresh", _RoomJob(room_id, None, pos, joined=True)))
                 elif req.full_state or room_id in changed:
-                    room, room_has_data = await self._room(comp, room_id, since, pos, joined=True)
-                    if room_has_data or req.full_state:
-                        join[room_id] = room
-                        has_data = has_data or room_has_data
+                    jobs.append(("incremental", _RoomJob(room_id, since, pos, joined=True)))
             elif membership in ("invite", "knock"):
                 last = history.last_change_at(room_id, pos)
                 if since is None or (last is not None and last.stream_ordering > since):
@@ -403,41 +478,126 @@ class SyncHandler:
                 else:
                     lo = None
                 never_joined = not history.ever_joined(room_id, left.stream_ordering)
-                leave[room_id], _ = await self._room(
-                    comp, room_id, lo, left.stream_ordering, joined=False, never_joined=never_joined
+                job = _RoomJob(
+                    room_id, lo, left.stream_ordering, joined=False, never_joined=never_joined
                 )
+                jobs.append(("left", job))
+
+        built = await self._build_rooms(comp, [job for _, job in jobs])
+        for (kind, job), (room, room_has_data) in zip(jobs, built, strict=True):
+            if kind == "fresh":
+                join[job.room_id] = room
+                has_data = True
+            elif kind == "incremental":
+                if room_has_data or req.full_state:
+                    join[job.room_id] = room
+                    has_data = has_data or room_has_data
+            else:
+                leave[job.room_id] = room
                 has_data = True
         return {"join": join, "invite": invite, "knock": knock, "leave": leave}, has_data
 
-    async def _room(
-        self,
-        comp: _Computation,
-        room_id: str,
-        lo: int | None,
-        hi: int,
-        *,
-        joined: bool,
-        never_joined: bool = False,
-    ) -> tuple[JsonDict, bool]:
-        """A joined or left room over the window (lo, hi]; lo None: from the beginning."""
+    async def _build_rooms(
+        self, comp: _Computation, jobs: Sequence[_RoomJob]
+    ) -> list[tuple[JsonDict, bool]]:
+        """Joined and left rooms over their windows (lo, hi]; lo None: from the beginning.
+
+        The rooms are built together, a phase at a time, so that each phase asks the
+        database once for every room (timelines, state, members, events, serialising)
+        rather than once per room; per room, the rules are those of `_room_state`."""
+        if not jobs:
+            return []
         req = comp.req
-        fresh = lo is None
-        whole_state = fresh or req.full_state
-        timeline = await self.load_timeline(
+        timelines = await self.load_timelines(
             req.user_id,
-            room_id,
-            lo,
-            hi,
+            [TimelineQuery(j.room_id, j.lo, j.hi, j.never_joined) for j in jobs],
             comp.timeline_limit,
             req.filter.room.timeline,
-            only_own_membership=never_joined,
+            memberships=comp.memberships,
         )
-        start_pos = timeline.events[0].stream_ordering - 1 if timeline.events else hi
-        state_pos = hi if req.use_state_after else start_pos
+
+        # The states the rooms will read, fetched together.
+        wanted: list[tuple[str, int]] = []
+        summary_at: list[tuple[str, int]] = []
+        for job, timeline in zip(jobs, timelines, strict=True):
+            if job.never_joined:
+                continue
+            whole_state = job.lo is None or req.full_state
+            state_pos = job.hi if req.use_state_after else _start_pos(timeline, job.hi)
+            if whole_state:
+                wanted.append((job.room_id, state_pos))
+                if job.joined:
+                    summary_at.append((job.room_id, job.hi))
+            elif not timeline.complete or req.use_state_after:
+                assert job.lo is not None
+                wanted += [(job.room_id, state_pos), (job.room_id, job.lo)]
+        await comp.states.prefetch(wanted + summary_at)
+        await self._prefetch_summaries(comp, summary_at)
+
+        state_ids_per_room: list[dict[StateKey, str]] = []
+        summaries: list[JsonDict | None] = []
+        for job, timeline in zip(jobs, timelines, strict=True):
+            state_ids, summary = await self._room_state(comp, job, timeline)
+            state_ids_per_room.append(state_ids)
+            summaries.append(summary)
+
+        state_filter = req.filter.room.state
+        if not state_filter.allows_nothing():
+            await self._load_events(
+                comp, [eid for state_ids in state_ids_per_room for eid in state_ids.values()]
+            )
+        state_events = [
+            self._state_events(comp, state_ids, state_filter, job.room_id)
+            for job, state_ids in zip(jobs, state_ids_per_room, strict=True)
+        ]
+
+        # Serialised in two batches: limited timelines carry bundled aggregations.
+        bundled = [pe for t in timelines if t.limited for pe in t.events]
+        plain = [pe for t in timelines if not t.limited for pe in t.events]
+        plain += [pe for events in state_events for pe in events]
+        bundled_json = iter(await self._serialize(comp, bundled, bundle=True))
+        plain_json = iter(await self._serialize(comp, plain, bundle=False))
+        timelines_json = [
+            [next(bundled_json if t.limited else plain_json) for _ in t.events] for t in timelines
+        ]
+        states_json = [[next(plain_json) for _ in events] for events in state_events]
+
+        out: list[tuple[JsonDict, bool]] = []
+        for job, timeline, summary, serialized_timeline, serialized_state in zip(
+            jobs, timelines, summaries, timelines_json, states_json, strict=True
+        ):
+            room: JsonDict = {
+                "timeline": {
+                    "events": serialized_timeline,
+                    "limited": timeline.limited,
+                    "prev_batch": StreamToken(events=timeline.prev_pos).encode(),
+                },
+                ("state_after" if req.use_state_after else "state"): {"events": serialized_state},
+                "account_data": {"events": []},
+            }
+            if job.joined:
+                room["ephemeral"] = {"events": []}
+                room["unread_notifications"] = {"highlight_count": 0, "notification_count": 0}
+                if req.filter.room.timeline.unread_thread_notifications:
+                    room["unread_thread_notifications"] = {}
+                if summary is not None:
+                    room["summary"] = summary
+            out.append((room, bool(serialized_timeline or serialized_state)))
+        return out
+
+    async def _room_state(
+        self, comp: _Computation, job: _RoomJob, timeline: TimelineSlice
+    ) -> tuple[dict[StateKey, str], JsonDict | None]:
+        """The state a room's section carries, and its summary (joined rooms, when the
+        membership may have changed)."""
+        req = comp.req
+        room_id, lo, hi = job.room_id, job.lo, job.hi
+        whole_state = lo is None or req.full_state
+        state_pos = hi if req.use_state_after else _start_pos(timeline, hi)
 
         # The state the client should apply: all of it, or what changed since `lo`.
         state_ids: dict[StateKey, str]
-        if never_joined:
+        if job.never_joined:
             # Never a member: nothing of the room's state but what the timeline shows.
             state_ids = {}
         elif whole_state:
@@ -450,37 +610,23 @@ class SyncHandler:
             had = await comp.states.state_at(room_id, lo)
             state_ids = {k: v for k, v in now_state.items() if had.get(k) != v}
 
+        lazy = req.filter.lazy_load_members and not job.never_joined
         summary: JsonDict | None = None
         heroes: list[str] = []
-        if joined and (whole_state or await self._members_changed(room_id, lo, hi, timeline)):
-            summary, heroes = await self._summary(comp, room_id, hi)
+        if job.joined and (
+            whole_state
+            or await self._members_changed(room_id, lo, hi, timeline)
+            # Lazy loading leaves the heroes out of named rooms (see _summary): a name
+            # coming or going changes whether they are needed.
+            or (lazy and _naming_changed(state_ids, timeline))
+        ):
+            summary, heroes = await self._summary(comp, room_id, hi, lazy=lazy)
 
-        if req.filter.lazy_load_members and not never_joined:
+        if lazy:
             state_ids = await self._lazy_members(
                 comp, room_id, state_ids, state_pos, timeline, heroes, whole_state
             )
-
-        state_events = await self._load_state_events(state_ids, req.filter.room.state, room_id)
-        serialized_timeline = await self._serialize(comp, timeline.events, bundle=timeline.limited)
-        serialized_state = await self._serialize(comp, state_events, bundle=False)
-
-        room: JsonDict = {
-            "timeline": {
-                "events": serialized_timeline,
-                "limited": timeline.limited,
-                "prev_batch": StreamToken(events=timeline.prev_pos).encode(),
-            },
-            ("state_after" if req.use_state_after else "state"): {"events": serialized_state},
-            "account_data": {"events": []},
-        }
-        if joined:
-            room["ephemeral"] = {"events": []}
-            room["unread_notifications"] = {"highlight_count": 0, "notification_count": 0}
-            if req.filter.room.timeline.unread_thread_notifications:
-                room["unread_thread_notifications"] = {}
-            if summary is not None:
-                room["summary"] = summary
-        return room, bool(serialized_timeline or serialized_state)
+        return state_ids, summary
 
     async def _members_changed(
         self, room_id: str, lo: int | None, hi: int, timeline: TimelineSlice
@@ -491,11 +637,27 @@ class SyncHandler:
             return any(pe.event.type == MEMBER for pe in timeline.events)
         return await self.sync_store.has_member_events_between(room_id, lo, hi)
 
+    async def _prefetch_summaries(self, comp: _Computation, at: Sequence[tuple[str, int]]) -> None:
+        """What `_summary` reads for these rooms, in two queries for all of them."""
+        if not at:
+            return
+        member_ids: list[str] = []
+        naming_ids: list[str] = []
+        for room_id, pos in at:
+            state = await comp.states.state_at(room_id, pos)
+            member_ids += [eid for key, eid in state.items() if key[0] == MEMBER]
+            naming_ids += [
+                eid for key, eid in state.items() if key in ((ROOM_NAME, ""), (CANONICAL_ALIAS, ""))
+            ]
+        await self._state_entries(comp, member_ids)
+        if comp.req.filter.lazy_load_members:
+            await self._load_events(comp, naming_ids)
+
     async def _summary(
-        self, comp: _Computation, room_id: str, hi: int
+        self, comp: _Computation, room_id: str, hi: int, *, lazy: bool
     ) -> tuple[JsonDict, list[str]]:
         members = await comp.states.state_at(room_id, hi, [(MEMBER, None)])
-        entries = await self.sync_store.get_state_entries(list(members.values()))
+        entries = await self._state_entries(comp, list(members.values()))
         present: list[tuple[int, str]] = []
         gone: list[tuple[int, str]] = []
         joined_count = invited_count = 0
@@ -513,14 +675,47 @@ class SyncHandler:
                 present.append((entry.stream_ordering, user_id))
             elif entry.membership in ("leave", "ban"):
                 gone.append((entry.stream_ordering, user_id))
-        chosen = sorted(present) or sorted(gone)
-        heroes = [user_id for _, user_id in chosen[:HEROES]]
-        summary = {
-            "m.heroes": heroes,
-            "m.joined_member_count": joined_count,
-            "m.invited_member_count": invited_count,
-        }
+        summary: JsonDict = {}
+        heroes: list[str] = []
+        # Heroes are only required when the room has neither a name nor a canonical alias;
+        # with lazy loading, sending them would also mean sending their member events
+        # (the spec's RoomSummary), so a named room goes without.
+        if not (lazy and await self._is_named(comp, room_id, hi)):
+            chosen = sorted(present) or sorted(gone)
+            heroes = [user_id for _, user_id in chosen[:HEROES]]
+            summary["m.heroes"] = heroes
+        summary["m.joined_member_count"] = joined_count
+        summary["m.invited_member_count"] = invited_count
         return summary, heroes
+
+    async def _is_named(self, comp: _Computation, room_id: str, pos: int) -> bool:
+        naming = await comp.states.state_at(room_id, pos, [(ROOM_NAME, ""), (CANONICAL_ALIAS, "")])
+        events = await self._load_events(comp, list(naming.values()))
+        for (event_type, _), event_id in naming.items():
+            pe = events.get(event_id)
+            if pe is None:
+                continue
+            field = "name" if event_type == ROOM_NAME else "alias"
+            value = pe.event.content.get(field)
+            if isinstance(value, str) and value:
+                return True
+        return False
+
+    async def _state_entries(
+        self, comp: _Computation, event_ids: Sequence[str]
+    ) -> dict[str, StateEntry]:
+        missing = [eid for eid in event_ids if eid not in comp.entries]
+        if missing:
+            comp.entries.update(await self.sync_store.get_state_entries(missing))
+        return {eid: comp.entries[eid] for eid in event_ids if eid in comp.entries}
+
+    async def _load_events(
+        self, comp: _Computation, event_ids: Sequence[str]
+    ) -> dict[str, PersistedEvent]:
+        missing = list({eid for eid in event_ids if eid not in comp.events})
+        if missing:
+            comp.events.update(await self.store.get_events(missing))
+        return {eid: comp.events[eid] for eid in event_ids if eid in comp.events}
 
     async def _lazy_members(
         self,
@@ -532,9 +727,10 @@ class SyncHandler:
         heroes: list[str],
         whole_state: bool,
     ) -> dict[StateKey, str]:
-        """Lazy-loading: membership only for the timeline's senders (and heroes, and the
-        user on a fresh room), unless the client already has that exact member event.
-        Member changes in an incremental sync's gap are always kept (the spec's rule)."""
+        """Lazy-loading: membership only for the timeline's senders (and the heroes sent
+        in the summary, and the user on a fresh room), unless the client already has that
+        exact member event. Member changes in an incremental sync's gap are always kept
+        (the spec's rule)."""
         req = comp.req
         wanted = {pe.event.sender for pe in timeline.events} | set(heroes)
         if whole_state:
@@ -568,16 +764,20 @@ class SyncHandler:
                 sent[pe.event.state_key] = pe.event.event_id
         return out
 
-    async def _load_state_events(
-        self, state_ids: Mapping[StateKey, str], state_filter: RoomEventFilter, room_id: str
+    @staticmethod
+    def _state_events(
+        comp: _Computation,
+        state_ids: Mapping[StateKey, str],
+        state_filter: RoomEventFilter,
+        room_id: str,
     ) -> list[PersistedEvent]:
         if not state_ids or state_filter.allows_nothing():
             return []
-        events = await self.store.get_events(list(state_ids.values()))
         chosen = [
             pe
-            for pe in events.values()
-            if state_filter.allows_event(pe.event.type, pe.event.sender, room_id, pe.event.content)
+            for pe in (comp.events.get(eid) for eid in state_ids.values())
+            if pe is not None
+            and state_filter.allows_event(pe.event.type, pe.event.sender, room_id, pe.event.content)
         ]
         chosen.sort(key=lambda pe: pe.stream_ordering)
         return chosen
@@ -610,57 +810,89 @@ class SyncHandler:
     ) -> TimelineSlice:
         """The newest `limit` events of (lo, hi] the filter and history visibility let
         through, scanning at most `max_timeline_scan` events."""
-        floor = lo or 0
-        collected: list[PersistedEvent] = []  # newest first
-        cursor = hi
-        complete = True
-        exhausted = False
-        scanned = 0
-        batch_size = limit + 1
-        while len(collected) <= limit:
-            batch = await self.store.get_room_events_backwards(room_id, cursor, floor, batch_size)
-            if batch:
-                cursor = batch[-1].stream_ordering - 1
-            scanned += len(batch)
-            kept = [
-                pe
-                for pe in batch
-                if timeline_filter.allows_event(
-                    pe.event.type, pe.event.sender, room_id, pe.event.content
-                )
-                and (
-                    not only_own_membership
-                    or (pe.event.type == MEMBER and pe.event.state_key == user_id)
-                )
-            ]
-            if not only_own_membership:
-                # (A user's own membership events in a room they never joined are theirs
-                # to see whatever the room's history visibility.)
-                kept = await self._visible(user_id, kept)
-            if len(kept) != len(batch):
-                complete = False
-            collected.extend(kept)
-            if len(batch) < batch_size:
-                exhausted = True
-                break
-            if scanned >= self.limits.max_timeline_scan:
-                break
-            batch_size = min(max(limit + 1, 50), 1000)
-        limited = not exhausted or len(collected) > limit
-        events = list(reversed(collected[:limit])) if limit > 0 else []
-        if events:
-            prev_pos = events[0].stream_ordering - 1
-        elif limited:
-            prev_pos = cursor
-        else:
-            prev_pos = hi
-        return TimelineSlice(events, limited, prev_pos, complete and not limited)
+        query = TimelineQuery(room_id, lo, hi, only_own_membership)
+        return (await self.load_timelines(user_id, [query], limit, timeline_filter))[0]
 
-    async def _visible(self, user_id: str, events: list[PersistedEvent]) -> list[PersistedEvent]:
+    async def load_timelines(
+        self,
+        user_id: str,
+        queries: Sequence[TimelineQuery],
+        limit: int,
+        timeline_filter: RoomEventFilter,
+        *,
+        memberships: Sequence[UserMembership] | None = None,
+    ) -> list[TimelineSlice]:
+        """`load_timeline` for many rooms at once: each round reads the next batch of every
+        room still short of `limit` in one transaction and checks history visibility for
+        all of them in one call."""
+        scans = [_TimelineScan(q, cursor=q.hi, batch_size=limit + 1) for q in queries]
+        active = list(scans)
+        while active:
+            batches = await self.store.get_room_events_backwards_many(
+                [(s.query.room_id, s.cursor, s.query.lo or 0, s.batch_size) for s in active]
+            )
+            candidates: list[list[PersistedEvent]] = []
+            for scan, batch in zip(active, batches, strict=True):
+                query = scan.query
+                if batch:
+                    scan.cursor = batch[-1].stream_ordering - 1
+                scan.scanned += len(batch)
+                candidates.append(
+                    [
+                        pe
+                        for pe in batch
+                        if timeline_filter.allows_event(
+                            pe.event.type, pe.event.sender, query.room_id, pe.event.content
+                        )
+                        and (
+                            not query.only_own_membership
+                            or (pe.event.type == MEMBER and pe.event.state_key == user_id)
+                        )
+                    ]
+                )
+            # (A user's own membership events in a room they never joined are theirs to
+            # see whatever the room's history visibility.)
+            visible = await self._visible(
+                user_id,
+                [
+                    pe
+                    for scan, kept in zip(active, candidates, strict=True)
+                    if not scan.query.only_own_membership
+                    for pe in kept
+                ],
+                memberships,
+            )
+            visible_ids = {pe.event.event_id for pe in visible}
+            for scan, batch, kept in zip(active, batches, candidates, strict=True):
+                if not scan.query.only_own_membership:
+                    kept = [pe for pe in kept if pe.event.event_id in visible_ids]
+                if len(kept) != len(batch):
+                    scan.complete = False
+                scan.collected.extend(kept)
+                if len(batch) < scan.batch_size:
+                    scan.exhausted = True
+                    scan.done = True
+                elif scan.scanned >= self.limits.max_timeline_scan:
+                    scan.done = True
+                else:
+                    scan.batch_size = min(max(limit + 1, 50), 1000)
+                    scan.done = len(scan.collected) > limit
+            active = [s for s in active if not s.done]
+        return [_slice(scan, limit) for scan in scans]
+
+    async def _visible(
+        self,
+        user_id: str,
+        events: list[PersistedEvent],
+        memberships: Sequence[UserMembership] | None = None,
+    ) -> list[PersistedEvent]:
         visibility = self.extras.get("visibility")
         if visibility is None or not events:
             return events
-        result = visibility.filter_events_for_user(user_id, events)
+        if memberships is None:
+            result = visibility.filter_events_for_user(user_id, events)
+        else:
+            result = visibility.filter_events_for_user(user_id, events, memberships=memberships)
         if inspect.isawaitable(result):
             result = await result
         return list(result)
@@ -687,6 +919,43 @@ class SyncHandler:
         if req.filter.event_fields is not None:
             out = [only_fields(e, req.filter.event_fields) for e in out]
         return out
+
+
+def _start_pos(timeline: TimelineSlice, hi: int) -> int:
+    """The position just before the timeline's first event (the window's end if empty)."""
+    return timeline.events[0].stream_ordering - 1 if timeline.events else hi
+
+
+def _naming_changed(state_ids: Mapping[StateKey, str], timeline: TimelineSlice) -> bool:
+    naming = ((ROOM_NAME, ""), (CANONICAL_ALIAS, ""))
+    return any(key in state_ids for key in naming) or any(
+        pe.event.key in naming for pe in timeline.events if pe.event.state_key is not None
+    )
+
+
+def _slice(scan: _TimelineScan, limit: int) -> TimelineSlice:
+    collected = scan.collected  # newest first
+    limited = not scan.exhausted or len(collected) > limit
+    events = list(reversed(collected[:limit])) if limit > 0 else []
+    if events:
+        prev_pos = events[0].stream_ordering - 1
+    elif limited:
+        prev_pos = scan.cursor
+    else:
+        prev_pos = scan.query.hi
+    return TimelineSlice(events, limited, prev_pos, scan.complete and not limited)
+
+
+def _unmoved(source: SyncSource, req: SyncSourceRequest) -> bool:
+    """The source says it has nothing to add when its stream has not moved since the
+    client's token and no room was newly joined (see `SyncSource` in sources.py)."""
+    return (
+        getattr(source, "quiet_when_unmoved", False) is True
+        and req.since is not None
+        and not req.full_state
+        and req.up_to <= req.since
+        and not req.newly_joined_room_ids
+    )
 
 
 def _future_token(stream: str) -> MatrixError:

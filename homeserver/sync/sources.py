@@ -36,6 +36,12 @@ full per-room picture (e.g. every current receipt), as for an initial sync.
 If `for_sync` raises, the handler logs it, leaves that stream's position in next_batch
 where the client's token had it (so nothing is skipped) and answers without it.
 
+A source whose `for_sync` returns nothing when its stream has not moved (`since ==
+up_to`) and no room was newly joined may say so with a class attribute
+`quiet_when_unmoved = True`: the handler then skips the call for such incremental syncs
+(never for an initial or full_state sync), which is most long-poll wake-ups. A source
+that reports something on every sync (e.g. one-time key counts) must not set it.
+
 A source may also implement `on_sync_request` (see `SyncActivityHook`): the handler calls
 it once per /sync request before computing, e.g. so presence can honour `set_presence`.
 """
@@ -71,6 +77,10 @@ class SyncSourceRequest:
     # The client asked for full_state=true: a source that keeps state (account data) may
     # return all of it. `since` is still the client's token (to-device acknowledgements).
     full_state: bool = False
+    # The events-stream window of this sync, (events_since, events_up_to], for sources whose
+    # output depends on membership changes (device_lists); events_since None: initial sync.
+    events_since: int | None = None
+    events_up_to: int = 0
 
 
 @attrs.frozen(slots=True)

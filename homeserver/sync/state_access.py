@@ -9,7 +9,7 @@ stream-ordered state events (the same thing for the linear rooms one server writ
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from homeserver.events.event import StateKey
@@ -49,6 +49,37 @@ class RoomStateReader:
         full = await self._full_state_at(room_id, pos)
         self._memo[(room_id, pos)] = full
         return apply_types(full, types)
+
+    async def prefetch(self, wanted: Iterable[tuple[str, int]]) -> None:
+        """Reads the whole state of each (room_id, pos) not yet read, for all of them in a
+        few queries, so that `state_at` then answers them from memory."""
+        missing = [key for key in dict.fromkeys(wanted) if key not in self._memo]
+        if not missing:
+            return
+        if self.state_store is not None:
+            last = await self.sync_store.get_last_events_at_many(missing)
+            for key in missing:
+                if key not in last:
+                    self._memo[key] = {}
+            with_event = [key for key in missing if key in last]
+            states = await self.state_store.get_state_ids_after_many(
+                [last[key][0] for key in with_event], None
+            )
+            missing = []
+            for key in with_event:
+                state = states.get(last[key][0])
+                if state is None:
+                    logger.warning(
+                        "no state group for event; using stream order",
+                        extra={"event_id": last[key][0]},
+                    )
+                    missing.append(key)
+                else:
+                    self._memo[key] = dict(state)
+        if missing:
+            entries = await self.sync_store.get_state_at_many(missing)
+            for key in missing:
+                self._memo[key] = {k: e.event_id for k, e in entries[key].items()}
 
     async def _full_state_at(self, room_id: str, pos: int) -> dict[StateKey, str]:
         if self.state_store is not None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import attrs
 
 from storage.database import Database, Transaction
+
+# User IDs per IN (...) query: well under SQLite's bound-parameter limit.
+_BATCH = 500
 
 
 @attrs.frozen(slots=True)
@@ -12,6 +17,7 @@ class TokenInfo:
     user_id: str
     device_id: str
     token: str
+    is_guest: bool = False
 
 
 class AccountStore:
@@ -35,13 +41,30 @@ class AccountStore:
     async def get_token(self, token: str) -> TokenInfo | None:
         rows = await self.db.select(
             "get_token",
-            "SELECT t.user_id, t.device_id FROM access_tokens t"
+            "SELECT t.user_id, t.device_id, u.is_guest FROM access_tokens t"
             " JOIN users u ON u.user_id = t.user_id WHERE t.token = ? AND u.deactivated = 0",
             (token,),
         )
         if not rows:
             return None
-        return TokenInfo(user_id=rows[0][0], device_id=rows[0][1], token=token)
+        user_id, device_id, is_guest = rows[0]
+        return TokenInfo(user_id=user_id, device_id=device_id, token=token, is_guest=bool(is_guest))
+
+    async def get_guests(self, user_ids: Collection[str]) -> set[str]:
+        """Which of `user_ids` are guest accounts."""
+        found: set[str] = set()
+        ids = list(dict.fromkeys(user_ids))
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            rows = await self.db.select(
+                "get_guests",
+                "SELECT user_id FROM users WHERE is_guest = 1 AND user_id IN ("
+                + ", ".join("?" for _ in batch)
+                + ")",
+                tuple(batch),
+            )
+            found.update(row[0] for row in rows)
+        return found
 
     # -- writes (main only) -------------------------------------------------------------
 
@@ -49,18 +72,48 @@ class AccountStore:
         self, user_id: str, password_hash: str | None, now_ms: int, admin: bool = False
     ) -> bool:
         """Returns False when the user ID is taken."""
+        return await self._insert_user("create_user", user_id, password_hash, now_ms, admin, False)
 
+    async def create_guest(self, user_id: str, now_ms: int) -> bool:
+        """A guest account (no password); False when the user ID is taken."""
+        return await self._insert_user("create_guest", user_id, None, now_ms, False, True)
+
+    async def _insert_user(
+        self,
+        name: str,
+        user_id: str,
+        password_hash: str | None,
+        now_ms: int,
+        admin: bool,
+        guest: bool,
+    ) -> bool:
         def txn_fn(txn: Transaction) -> bool:
             # One atomic statement: a check-then-insert races with a concurrent registration
             # of the same ID on PostgreSQL (unique violation instead of False).
             txn.execute(
-                "INSERT INTO users (user_id, password_hash, creation_ts, admin) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (user_id) DO NOTHING",
-                (user_id, password_hash, now_ms, 1 if admin else 0),
+                "INSERT INTO users (user_id, password_hash, creation_ts, admin, is_guest)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
+                (user_id, password_hash, now_ms, 1 if admin else 0, 1 if guest else 0),
             )
             return txn.rowcount == 1
 
-        return await self.db.run("create_user", txn_fn)
+        return await self.db.run(name, txn_fn)
+
+    async def upgrade_guest(self, user_id: str, password_hash: str | None) -> bool:
+        """Turns a guest into a full account, keeping its ID; False unless it was a guest.
+
+        One conditional UPDATE, so two concurrent upgrades of one guest cannot both win.
+        """
+
+        def txn_fn(txn: Transaction) -> bool:
+            txn.execute(
+                "UPDATE users SET is_guest = 0, password_hash = ?"
+                " WHERE user_id = ? AND is_guest = 1 AND deactivated = 0",
+                (password_hash, user_id),
+            )
+            return txn.rowcount == 1
+
+        return await self.db.run("upgrade_guest", txn_fn)
 
     async def create_session(
         self, user_id: str, device_id: str, token: str, display_name: str | None, now_ms: int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -187,6 +187,28 @@ class EventStore:
             (room_id, before_or_at, after, limit),
         )
         return [_to_persisted(r) for r in rows]
+
+    async def get_room_events_backwards_many(
+        self, wanted: Sequence[tuple[str, int, int, int]]
+    ) -> list[list[PersistedEvent]]:
+        """`get_room_events_backwards` for each (room_id, before_or_at, after, limit), in one
+        transaction (one hand-off to the database thread for many rooms)."""
+        if not wanted:
+            return []
+
+        def txn_fn(txn: Transaction) -> list[list[tuple[Any, ...]]]:
+            return [
+                txn.select(
+                    f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}"
+                    " WHERE e.room_id = ? AND e.stream_ordering <= ? AND e.stream_ordering > ?"
+                    " ORDER BY e.stream_ordering DESC LIMIT ?",
+                    args,
+                )
+                for args in wanted
+            ]
+
+        batches = await self.db.run("get_room_events_backwards_many", txn_fn)
+        return [[_to_persisted(r) for r in rows] for rows in batches]
 
     async def get_room_events_forwards(
         self, room_id: str, after: int, up_to: int, limit: int

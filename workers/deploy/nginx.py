@@ -195,6 +195,9 @@ def _render_http_body(config: HomeserverConfig, routes: Sequence[Route]) -> list
         f"server_name {config.proxy.server_name};",
         "",
         f"client_max_body_size {config.limits.max_json_body_size};",
+        # Bodies stay in memory: a body spilled to client_body_temp_path fails with 500 when
+        # the workers (e.g. "nobody" under a root master) cannot reach that directory.
+        f"client_body_buffer_size {config.limits.max_json_body_size};",
         "proxy_http_version 1.1;",
         'proxy_set_header Connection "";',
         "proxy_set_header Host $host;",

@@ -25,6 +25,12 @@ WRITES = {
     f"/_matrix/client/v3/user/@a:e.org/rooms/{ROOM}/tags": "account_data",
     f"/_matrix/client/unstable/user/@a:e.org/rooms/{ROOM}/tags/u.work": "account_data",
     "/_matrix/client/v3/sendToDevice/m.x/txn1": "to_device",
+    "/_matrix/client/v3/keys/upload": "device_lists",
+    "/_matrix/client/v3/keys/claim": "device_lists",
+    "/_matrix/client/v3/keys/device_signing/upload": "device_lists",
+    "/_matrix/client/unstable/keys/signatures/upload": "device_lists",
+    "/_matrix/client/v3/devices/ABCDEF": "device_lists",
+    "/_matrix/client/r0/delete_devices": "device_lists",
 }
 
 
@@ -65,6 +71,9 @@ def test_each_write_endpoint_routes_to_its_streams_writer(path: str, stream: str
         f"/_matrix/client/v3/rooms/{ROOM}/typing",
         "/_matrix/client/v3/user/@a:e.org/filter",
         "/_matrix/client/v3/sendToDevice/m.x",
+        "/_matrix/client/v3/keys/query",
+        "/_matrix/client/v3/keys/changes",
+        "/_matrix/client/v3/devices",
     ],
 )
 def test_other_paths_are_not_writer_routes(path: str) -> None:

@@ -19,7 +19,7 @@ from homeserver.sync.sources import SyncContribution, SyncSourceRequest
 from homeserver.sync.tokens import StreamToken
 from replication.streams import StreamPositionTracker
 from storage.stores.events import PersistedEvent, StreamRow
-from storage.stores.sync import StateEntry
+from storage.stores.sync import StateEntry, UserMembership
 
 _VERSION = get_room_version("10")
 assert _VERSION is not None
@@ -33,6 +33,7 @@ class World:
 
     def __init__(self) -> None:
         self.events: list[PersistedEvent] = []
+        self.membership_reads = 0
 
     def add(
         self,
@@ -79,6 +80,9 @@ class World:
         ]
         return list(reversed(found))[:limit]
 
+    async def get_room_events_backwards_many(self, wanted: Any) -> list[list[PersistedEvent]]:
+        return [await self.get_room_events_backwards(*args) for args in wanted]
+
     async def get_events(self, event_ids: Any) -> dict[str, PersistedEvent]:
         wanted = set(event_ids)
         return {pe.event.event_id: pe for pe in self.events if pe.event.event_id in wanted}
@@ -92,6 +96,23 @@ class World:
             and pe.event.state_key == user_id
             and pe.stream_ordering <= up_to
         ]
+
+    async def get_user_memberships(self, user_id: str) -> list[UserMembership]:
+        self.membership_reads += 1
+        return [
+            UserMembership(
+                pe.event.room_id, str(pe.event.membership), pe.stream_ordering, pe.event.event_id
+            )
+            for pe in self.events
+            if pe.event.type == "m.room.member" and pe.event.state_key == user_id
+        ]
+
+    async def get_state_at_many(self, wanted: Any) -> dict[tuple[str, int], Any]:
+        return {(room_id, pos): await self.get_state_at(room_id, pos) for room_id, pos in wanted}
+
+    async def get_last_events_at_many(self, wanted: Any) -> dict[tuple[str, int], Any]:
+        found = {key: await self.get_last_event_at(*key) for key in wanted}
+        return {key: value for key, value in found.items() if value is not None}
 
     async def get_state_at(self, room_id: str, pos: int) -> dict[StateKey, StateEntry]:
         out: dict[StateKey, StateEntry] = {}
@@ -426,3 +447,141 @@ def test_invite_leave_and_include_leave() -> None:
     assert run(rig, req())["rooms"]["leave"] == {}
     with_leave = run(rig, req(sync_filter=parse_sync_filter({"room": {"include_leave": True}})))
     assert ROOM in with_leave["rooms"]["leave"]
+
+
+# ------------------------------------------------------ caches and skipped sources
+
+ROOM2 = "!room2:x"
+
+
+def test_membership_changes_are_seen_on_the_next_sync_despite_the_cache() -> None:
+    rig = make_rig()
+    seed_room(rig)
+    first = run(rig, req())
+    again = run(rig, req(first["next_batch"]))
+    assert again["rooms"]["join"] == {}
+    assert rig.world.membership_reads == 1  # the second sync used the cached history
+
+    # Bob joins a second room: the next sync shows it, fresh.
+    w = rig.world
+    w.add("m.room.create", ALICE, {"creator": ALICE}, "", room_id=ROOM2)
+    w.add("m.room.member", ALICE, {"membership": "join"}, ALICE, room_id=ROOM2)
+    w.add("m.room.member", BOB, {"membership": "join"}, BOB, room_id=ROOM2)
+    rig.publish()
+    second = run(rig, req(again["next_batch"]))
+    assert list(second["rooms"]["join"]) == [ROOM2]
+    assert rig.world.membership_reads == 2
+
+    # Bob leaves the first room, and the position moves before the rows reach the
+    # notifier (as on the writer): the sync at that position still sees the leave.
+    w.add("m.room.member", BOB, {"membership": "leave"}, BOB)
+    rig.tracker.advance(len(w.events))
+    third = run(rig, req(second["next_batch"]))
+    assert list(third["rooms"]["leave"]) == [ROOM]
+    assert third["rooms"]["join"] == {}
+
+
+def test_a_long_poll_listens_to_a_room_joined_since_the_history_was_cached() -> None:
+    rig = make_rig()
+    seed_room(rig)
+    first = run(rig, req())
+    w = rig.world
+    w.add("m.room.create", ALICE, {"creator": ALICE}, "", room_id=ROOM2)
+    w.add("m.room.member", ALICE, {"membership": "join"}, ALICE, room_id=ROOM2)
+    w.add("m.room.member", BOB, {"membership": "join"}, BOB, room_id=ROOM2)
+    rig.publish()
+    second = run(rig, req(first["next_batch"]))
+    d = defer.ensureDeferred(rig.handler.sync(req(second["next_batch"], timeout_ms=30_000)))
+    got: list[Any] = []
+    d.addBoth(got.append)
+    assert not got
+    w.add("m.room.message", ALICE, {"body": "in room2"}, room_id=ROOM2)
+    rig.publish()
+    assert got and list(got[0]["rooms"]["join"]) == [ROOM2]
+
+
+@attrs.define
+class QuietSource(FakeSource):
+    quiet_when_unmoved: bool = True
+
+
+def test_sources_quiet_when_unmoved_are_skipped_only_when_nothing_can_be_new() -> None:
+    rig = make_rig()
+    seed_room(rig)
+    quiet = QuietSource("receipts", 5)
+    chatty = FakeSource("typing", 5)
+    rig.extras["sync_sources"].extend([quiet, chatty])
+    first = run(rig, req())  # initial: both called
+    assert (len(quiet.seen), len(chatty.seen)) == (1, 1)
+    token = first["next_batch"]
+    assert StreamToken.decode(token).receipts == 5
+
+    run(rig, req(token))  # nothing moved: only the source without the promise
+    assert (len(quiet.seen), len(chatty.seen)) == (1, 2)
+    run(rig, req(token, full_state=True))  # full_state: always called
+    assert len(quiet.seen) == 2
+    quiet.position = 6  # its stream moved
+    out = run(rig, req(token))
+    assert len(quiet.seen) == 3
+    assert StreamToken.decode(out["next_batch"]).receipts == 6
+
+    # A room joined in the window: called, for the room's full picture.
+    w = rig.world
+    w.add("m.room.create", ALICE, {"creator": ALICE}, "", room_id=ROOM2)
+    w.add("m.room.member", ALICE, {"membership": "join"}, ALICE, room_id=ROOM2)
+    w.add("m.room.member", BOB, {"membership": "join"}, BOB, room_id=ROOM2)
+    rig.publish()
+    run(rig, req(out["next_batch"]))
+    assert len(quiet.seen) == 4 and quiet.seen[-1].newly_joined_room_ids == {ROOM2}
+
+
+def _members(room: dict[str, Any]) -> set[str]:
+    return {e["state_key"] for e in room["state"]["events"] if e["type"] == "m.room.member"}
+
+
+def test_lazy_loading_sends_heroes_members_only_for_unnamed_rooms() -> None:
+    carol, dave = "@carol:x", "@dave:x"
+    rig = make_rig()
+    w = rig.world
+    w.add("m.room.create", ALICE, {"creator": ALICE}, "")
+    for user in (ALICE, carol, dave, BOB):
+        w.add("m.room.member", user, {"membership": "join"}, user)
+    w.add("m.room.message", carol, {"body": "hi"})
+    rig.publish()
+    lazy = parse_sync_filter(
+        {"room": {"timeline": {"limit": 1}, "state": {"lazy_load_members": True}}}
+    )
+    room = run(rig, req(sync_filter=lazy))["rooms"]["join"][ROOM]
+    # No name: the heroes are needed, and so are their member events.
+    assert room["summary"]["m.heroes"] == [ALICE, carol, dave]
+    assert _members(room) == {ALICE, carol, dave, BOB}
+
+    w.add("m.room.name", ALICE, {"name": "Named"}, "")
+    w.add("m.room.message", carol, {"body": "named now"})
+    rig.publish()
+    first = run(rig, req(sync_filter=lazy))
+    room = first["rooms"]["join"][ROOM]
+    # Named: the senders of the timeline (and the syncing user) only, and no heroes.
+    assert room["summary"] == {"m.joined_member_count": 4, "m.invited_member_count": 0}
+    assert _members(room) == {carol, BOB}
+    # Without lazy loading nothing changes: heroes, and every member.
+    full = run(rig, req())["rooms"]["join"][ROOM]
+    assert full["summary"]["m.heroes"] == [ALICE, carol, dave]
+
+    # The name is removed: the next sync brings the heroes and their members.
+    w.add("m.room.name", ALICE, {"name": ""}, "")
+    rig.publish()
+    second = run(rig, req(first["next_batch"], sync_filter=lazy))["rooms"]["join"][ROOM]
+    assert second["summary"]["m.heroes"] == [ALICE, carol, dave]
+    assert _members(second) == {ALICE, dave}  # carol's was sent already
+
+
+def test_room_events_are_seen_when_the_position_moves_before_the_rows_arrive() -> None:
+    rig = make_rig()
+    seed_room(rig)
+    first = run(rig, req())
+    rig.world.add("m.room.message", ALICE, {"body": "early"})
+    rig.tracker.advance(len(rig.world.events))  # the notifier has not seen the row yet
+    second = run(rig, req(first["next_batch"]))
+    events = second["rooms"]["join"][ROOM]["timeline"]["events"]
+    assert [e["content"]["body"] for e in events] == ["early"]
