@@ -166,7 +166,11 @@ def test_load_signing_key_errors(tmp_path: Path) -> None:
 # -- CLI --------------------------------------------------------------------
 
 
-def test_cli_generate_config_single(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_generate_config_single(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A relative --data-dir is relative to where the command runs.
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "hs.yaml"
     rc = cli.main(
         ["generate-config", "--server-name", "e.org", "--data-dir", "data", "-o", str(out)]
@@ -174,6 +178,7 @@ def test_cli_generate_config_single(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rc == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     config = load_config(str(out))
+    assert config.data_dir == str(tmp_path / "data")
     assert os.path.exists(config.signing_key_path)
     key_text = Path(config.signing_key_path).read_text()
 
