@@ -118,6 +118,15 @@ class LimitsConfig:
     state_group_max_delta_chain: int = 50
     state_cache_max_entries: int = 200_000
     state_event_cache_size: int = 50_000
+    # /sync: how long a follower waits to reach a `since` its writer has announced, and
+    # one beyond anything announced (the announcement may be in flight), in milliseconds.
+    sync_catch_up_timeout_ms: int = 10_000
+    sync_unknown_position_wait_ms: int = 2_000
+    # Events examined per room to fill a filtered timeline before answering `limited`.
+    sync_max_timeline_scan: int = 2_000
+    # Users whose membership history, and rooms whose newest position, /sync caches.
+    sync_membership_cache_users: int = 50_000
+    sync_room_change_cache_rooms: int = 100_000
 
 
 @attrs.frozen(slots=True)

@@ -89,6 +89,11 @@ def sync_handler(ctx: HomeServerContext) -> SyncHandler:
         limits=SyncLimits(
             default_timeline_limit=limits.default_sync_timeline_limit,
             max_timeline_limit=max(limits.max_messages_limit, limits.default_sync_timeline_limit),
+            catch_up_timeout_s=limits.sync_catch_up_timeout_ms / 1000.0,
+            unknown_position_wait_s=limits.sync_unknown_position_wait_ms / 1000.0,
+            max_timeline_scan=limits.sync_max_timeline_scan,
+            membership_cache_users=limits.sync_membership_cache_users,
+            room_change_cache_rooms=limits.sync_room_change_cache_rooms,
         ),
     )
     ctx.extras["sync_handler"] = made

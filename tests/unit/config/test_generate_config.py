@@ -370,3 +370,14 @@ def test_cli_deploy_outputs(generated: Path, capsys: pytest.CaptureFixture[str])
     )
     text = capsys.readouterr().out
     assert "### ganglion.target" in text and "/opt/g/ganglion worker %i" in text
+
+
+def test_generated_config_lists_every_limit(tmp_path: Path) -> None:
+    """The one config file documents every limit, at its default."""
+    import attrs
+
+    from workers.config import LimitsConfig
+
+    raw = yaml.safe_load(generate_config("example.org", str(tmp_path)))
+    defaults = LimitsConfig()
+    assert raw["limits"] == {f.name: getattr(defaults, f.name) for f in attrs.fields(LimitsConfig)}
