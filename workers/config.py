@@ -17,6 +17,7 @@ import attrs
 import yaml
 
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+from homeserver.sync.tokens import STREAM_ORDER
 
 MAIN_PROCESS = "main"
 
@@ -27,15 +28,8 @@ _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 WORKER_TYPES = ("main", "sync", "stream_writer", "client_reader")
 
 # Streams, each with one writer process (main unless `stream_writers` names another).
-STREAMS = (
-    "events",
-    "typing",
-    "receipts",
-    "presence",
-    "account_data",
-    "to_device",
-    "device_lists",
-)
+# The sync token's field order is the one list of them.
+STREAMS = STREAM_ORDER
 
 
 class ConfigError(Exception):
