@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from . import services as _services
+from .databases import db, raw_db
 from .ganglion import Deployment, GanglionProcess, make_deployment_config
 from .nginx import NginxServer
 from .postgres import PostgresServer, dbname_of
@@ -23,6 +24,8 @@ from .services import SERVICES, require_service
 from .single import SingleServer, single_server
 
 __all__ = [
+    "db",
+    "raw_db",
     "_require_marked_services",
     "deployment",
     "deployment_factory",

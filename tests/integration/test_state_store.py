@@ -8,8 +8,7 @@ the state events naively, or (for forks) from calling state resolution directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ from homeserver.events.event import Event, StateKey
 from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS
 from homeserver.events.state_res import resolve_state
 from storage.database import Database
-from storage.migrations import prepare_database
 from storage.stores.event_persist import PERSIST_HOOKS, EventPersistStore, PersistHook
 from storage.stores.state import (
     STATE_PERSIST_HOOK,
@@ -33,7 +31,7 @@ from storage.stores.state import (
     StateNotFoundError,
     StateStore,
 )
-from workers.config import DatabaseConfig
+from tests.harness.databases import blockon
 
 SERVER = "hs.test"
 ALICE = f"@alice:{SERVER}"
@@ -43,30 +41,9 @@ NOW = 1_700_000_000_000
 RV = KNOWN_ROOM_VERSIONS["12"]
 SIGNING_KEY = generate_signing_key("s")
 
-ENGINES = [
-    pytest.param("sqlite3", id="sqlite3"),
-    pytest.param("psycopg2", id="psycopg2", marks=pytest.mark.postgres),
-]
-
 
 def _blockon(coro: Any) -> Any:
-    return pytest_twisted.blockon(defer.ensureDeferred(coro))
-
-
-@pytest.fixture(params=ENGINES)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A Database with the schema prepared, on a fresh SQLite file or PostgreSQL database."""
-    if request.param == "sqlite3":
-        config = DatabaseConfig(engine="sqlite3", sqlite_path=str(tmp_path / "ganglion.db"))
-    else:
-        dsn = request.getfixturevalue("pg_dsn")
-        config = DatabaseConfig(engine="psycopg2", postgres_dsn=dsn, cp_min=1, cp_max=5)
-    database = Database(config)
-    try:
-        _blockon(prepare_database(database))
-        yield database
-    finally:
-        database.close()
+    return blockon(coro)
 
 
 class Room:

@@ -9,8 +9,7 @@ on the real reactor through pytest-twisted.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from storage.migrations import SchemaError, check_schema, code_schema_version, p
 from storage.stores.accounts import AccountStore, TokenInfo
 from storage.stores.event_persist import EventPersistStore
 from storage.stores.events import EventStore, PersistedEvent
-from workers.config import DatabaseConfig
+from tests.harness.databases import blockon
 
 SERVER = "hs.test"
 ALICE = f"@alice:{SERVER}"
@@ -41,37 +40,9 @@ SIGNING_KEY = generate_signing_key("a")
 
 UNICODE_TEXT = 'héllo wörld — 日本語 🎉 "quoted" \\ back\nslash \u0000 \u2028 end'
 
-ENGINES = [
-    pytest.param("sqlite3", id="sqlite3"),
-    pytest.param("psycopg2", id="psycopg2", marks=pytest.mark.postgres),
-]
-
 
 def _blockon(coro: Any) -> Any:
-    return pytest_twisted.blockon(defer.ensureDeferred(coro))
-
-
-@pytest.fixture(params=ENGINES)
-def raw_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A Database on a fresh, empty SQLite file or PostgreSQL database (no schema)."""
-    if request.param == "sqlite3":
-        config = DatabaseConfig(engine="sqlite3", sqlite_path=str(tmp_path / "ganglion.db"))
-    else:
-        dsn = request.getfixturevalue("pg_dsn")
-        config = DatabaseConfig(engine="psycopg2", postgres_dsn=dsn, cp_min=1, cp_max=5)
-    db = Database(config)
-    try:
-        yield db
-    finally:
-        db.close()
-
-
-@pytest.fixture
-def db(raw_db: Database) -> Database:
-    """`raw_db` with the schema prepared."""
-    version = _blockon(prepare_database(raw_db))
-    assert version == code_schema_version(raw_db.engine.is_postgres)
-    return raw_db
+    return blockon(coro)
 
 
 # ------------------------------------------------------------------ helpers --
