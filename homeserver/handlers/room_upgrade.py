@@ -25,6 +25,7 @@ from homeserver.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, ge
 from homeserver.events.validation import is_valid_user_id
 from homeserver.handlers.event_creation import EventCreationHandler
 from homeserver.http.errors import MatrixError, bad_param, forbidden
+from storage.stores.directory import DirectoryStore
 from storage.stores.events import EventStore
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,15 @@ def convert_power_levels(
 
 
 class RoomUpgradeHandler:
-    def __init__(self, events: EventCreationHandler, store: EventStore) -> None:
+    def __init__(
+        self,
+        events: EventCreationHandler,
+        store: EventStore,
+        directory: DirectoryStore | None = None,
+    ) -> None:
         self.events = events
         self.store = store
+        self.directory = directory
 
     async def upgrade_room(
         self, user_id: str, room_id: str, new_version: str, additional_creators: list[str] | None
@@ -125,6 +132,7 @@ class RoomUpgradeHandler:
         )
 
         await self._copy_state(user_id, state, old_rv, new_rv, create_event, new_room_id)
+        await self._move_aliases(user_id, room_id, new_room_id, state)
 
         await self.events.send(
             room_id,
@@ -189,6 +197,30 @@ class RoomUpgradeHandler:
                 )
         if boosted is not None:
             await self.events.send(new_room_id, user_id, "m.room.power_levels", pl, state_key="")
+
+    async def _move_aliases(
+        self, user_id: str, room_id: str, new_room_id: str, state: Mapping[StateKey, Event]
+    ) -> None:
+        """Local aliases, the canonical alias and the directory listing follow the room."""
+        if self.directory is None:
+            return
+        await self.directory.move_aliases(room_id, new_room_id)
+        canonical = state.get(("m.room.canonical_alias", ""))
+        if canonical is not None and canonical.content:
+            for target, content in ((new_room_id, dict(canonical.content)), (room_id, {})):
+                try:
+                    await self.events.send(
+                        target, user_id, "m.room.canonical_alias", content, state_key=""
+                    )
+                except MatrixError as e:
+                    # E.g. an alias of another server, which cannot be checked here.
+                    logger.warning(
+                        "canonical alias not moved on upgrade",
+                        extra={"room_id": target, "error": e.message},
+                    )
+        if await self.directory.get_room_published(room_id):
+            await self.directory.set_room_published(new_room_id, True)
+            await self.directory.set_room_published(room_id, False)
 
     async def _restrict_old_room(self, user_id: str, room_id: str, old_pl: Event | None) -> None:
         """Stop ordinary members talking or inviting in the old room, if the upgrader may."""

@@ -23,6 +23,7 @@ from homeserver.http.server import Router, parse_json_object, query_arg, query_i
 from homeserver.sync.filters import FilterError, RoomEventFilter, parse_room_event_filter
 from homeserver.sync.tokens import MAX_POSITION, StreamToken, TokenError
 from homeserver.sync.user_filters import parse_inline_room_event_filter
+from storage.stores.directory import DirectoryStore
 from storage.stores.room_extras import RoomExtrasStore
 from storage.stores.state import StateStore
 from workers.config import HomeserverConfig
@@ -467,7 +468,7 @@ def write_operations(ctx: HomeServerContext) -> dict[str, Operation]:
     membership_handler = MembershipHandler(
         events, ctx.event_store, ctx.server_name, accounts=ctx.account_store
     )
-    upgrades = RoomUpgradeHandler(events, ctx.event_store)
+    upgrades = RoomUpgradeHandler(events, ctx.event_store, DirectoryStore(ctx.db))
     extras = RoomExtrasStore(ctx.db)
 
     async def create_room(a: dict[str, Any]) -> dict[str, Any]:

@@ -76,6 +76,24 @@ class DirectoryStore:
 
         return await self.db.run("create_room_alias", txn_fn)
 
+    async def move_aliases(self, from_room_id: str, to_room_id: str) -> list[str]:
+        """Points every alias of one room at another (a room upgrade); returns them."""
+
+        def txn_fn(txn: Transaction) -> list[str]:
+            moved = [
+                r[0]
+                for r in txn.select(
+                    "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias",
+                    (from_room_id,),
+                )
+            ]
+            txn.execute(
+                "UPDATE room_aliases SET room_id = ? WHERE room_id = ?", (to_room_id, from_room_id)
+            )
+            return moved
+
+        return await self.db.run("move_room_aliases", txn_fn)
+
     async def delete_alias(self, room_alias: str) -> bool:
         def txn_fn(txn: Transaction) -> bool:
             txn.execute("DELETE FROM room_aliases WHERE room_alias = ?", (room_alias,))

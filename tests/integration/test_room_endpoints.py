@@ -768,3 +768,29 @@ def test_bad_query_input(server: SingleServer, path: str, params: dict[str, str]
         assert status < 500, body
         if status >= 400:
             assert isinstance(body, dict) and body["errcode"].startswith("M_"), body
+
+
+def test_upgrade_moves_local_aliases_canonical_alias_and_listing(server: SingleServer) -> None:
+    alice = server.new_user()
+    alias = f"#up{uuid.uuid4().hex[:10]}:localhost"
+    extra = f"#up{uuid.uuid4().hex[:10]}:localhost"
+    room = new_room(
+        alice, preset="public_chat", visibility="public", room_alias_name=alias[1:].split(":")[0]
+    )
+    ok(alice.call("PUT", f"directory/room/{quote(extra)}", {"room_id": room}))
+    ok(
+        alice.call(
+            "PUT",
+            room_path(room, "state", "m.room.canonical_alias", ""),
+            {"alias": alias, "alt_aliases": [extra]},
+        )
+    )
+    new = ok(post(alice, room, "upgrade", {"new_version": "12"}))["replacement_room"]
+
+    for name in (alias, extra):
+        assert ok(alice.call("GET", f"directory/room/{quote(name)}"))["room_id"] == new
+    canonical = ok(alice.call("GET", room_path(new, "state", "m.room.canonical_alias", "")))
+    assert canonical == {"alias": alias, "alt_aliases": [extra]}
+    assert ok(alice.call("GET", room_path(room, "state", "m.room.canonical_alias", ""))) == {}
+    assert ok(alice.call("GET", f"directory/list/room/{quote(new)}")) == {"visibility": "public"}
+    assert ok(alice.call("GET", f"directory/list/room/{quote(room)}")) == {"visibility": "private"}
