@@ -16,4 +16,12 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
 from tests.harness.fixtures import *  # noqa: E402,F403
+
+# Property tests judge results, not speed: on a loaded CI machine a per-example deadline
+# or a "too slow" health check would fail a correct run. Examples stay random;
+# a failure still prints its shrunk example and how to reproduce it.
+settings.register_profile("ganglion", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ganglion")
