@@ -352,16 +352,3 @@ class RoomHandler:
                 await check_canonical_alias_content(room_id, ev.content, resolve)
             state[event.key] = event
             prev = event
-
-    # -- membership (being replaced by homeserver.handlers.membership) --------------------
-
-    async def update_membership(
-        self, sender: str, room_id: str, target: str, membership: str, reason: str | None = None
-    ) -> dict[str, Any]:
-        content: dict[str, Any] = {"membership": membership}
-        if reason is not None:
-            content["reason"] = reason
-        event_id, _ = await self.events.send(
-            room_id, sender, "m.room.member", content, state_key=target
-        )
-        return {"event_id": event_id}
