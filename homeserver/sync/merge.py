@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -125,15 +125,4 @@ def global_sections_json(sections: dict[str, SectionValue]) -> dict[str, Any]:
             out[name] = {"events": value}
         else:
             out[name] = value
-    return out
-
-
-def stream_positions(
-    sources_positions: Sequence[tuple[str, int]], since: dict[str, int] | None
-) -> dict[str, int]:
-    """Each stream's position for next_batch: the highest a source reported, never below
-    what the client already had."""
-    out: dict[str, int] = dict(since or {})
-    for stream, pos in sources_positions:
-        out[stream] = max(out.get(stream, 0), pos)
     return out
