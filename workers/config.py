@@ -132,6 +132,11 @@ class PresenceConfig:
     # An online user active within this window reads as currently_active; /sync
     # activity refreshes last_active no more often than this.
     active_window_ms: int = 60_000
+    # A present user with no /sync in flight and none (nor other presence-touching
+    # request) seen for this long becomes offline.
+    offline_timeout_ms: int = 30_000
+    # How often the presence writer looks for idle and departed users.
+    sweep_interval_ms: int = 10_000
 
 
 @attrs.frozen(slots=True)
@@ -634,7 +639,17 @@ def _parse_presence(raw: object) -> PresenceConfig:
     if raw is None:
         return PresenceConfig()
     section = _mapping(raw, "presence")
-    _reject_unknown(section, {"enabled", "idle_timeout_ms", "active_window_ms"}, "presence")
+    _reject_unknown(
+        section,
+        {
+            "enabled",
+            "idle_timeout_ms",
+            "active_window_ms",
+            "offline_timeout_ms",
+            "sweep_interval_ms",
+        },
+        "presence",
+    )
     defaults = PresenceConfig()
     return PresenceConfig(
         enabled=_opt_bool(section, "enabled", "presence.enabled", defaults.enabled),
@@ -650,6 +665,20 @@ def _parse_presence(raw: object) -> PresenceConfig:
             "active_window_ms",
             "presence.active_window_ms",
             defaults.active_window_ms,
+            minimum=1,
+        ),
+        offline_timeout_ms=_opt_int(
+            section,
+            "offline_timeout_ms",
+            "presence.offline_timeout_ms",
+            defaults.offline_timeout_ms,
+            minimum=1,
+        ),
+        sweep_interval_ms=_opt_int(
+            section,
+            "sweep_interval_ms",
+            "presence.sweep_interval_ms",
+            defaults.sweep_interval_ms,
             minimum=1,
         ),
     )

@@ -22,7 +22,13 @@ import urllib.parse
 from signedjson.key import generate_signing_key, read_signing_keys, write_signing_keys
 from signedjson.types import SigningKey
 
-from workers.config import ConfigError, LimitsConfig, ListenAddress, parse_listen_address
+from workers.config import (
+    ConfigError,
+    LimitsConfig,
+    ListenAddress,
+    PresenceConfig,
+    parse_listen_address,
+)
 
 _KEY_VERSION_ALPHABET = string.ascii_letters + string.digits
 
@@ -86,6 +92,7 @@ def generate_config(
     public_port = int(proxy_listen.rsplit(":", 1)[1]) if multi else port
     public_baseurl = f"http://{ListenAddress(connect_host, public_port)}/"
     limits = LimitsConfig()
+    presence = PresenceConfig()
 
     q = _q
     out: list[str] = [
@@ -196,6 +203,19 @@ def generate_config(
         f"  sync_max_timeline_scan: {limits.sync_max_timeline_scan}",
         f"  sync_membership_cache_users: {limits.sync_membership_cache_users}",
         f"  sync_room_change_cache_rooms: {limits.sync_room_change_cache_rooms}",
+        "",
+        "# Presence (online / unavailable / offline), decided on the presence stream's writer.",
+        "presence:",
+        f"  enabled: {'true' if presence.enabled else 'false'}",
+        "  # An online user with no activity (PUT /presence, sending events) this long",
+        "  # becomes unavailable.",
+        f"  idle_timeout_ms: {presence.idle_timeout_ms}",
+        "  # Activity within this window reads as currently_active.",
+        f"  active_window_ms: {presence.active_window_ms}",
+        "  # A user with no /sync in flight and none seen this long becomes offline.",
+        f"  offline_timeout_ms: {presence.offline_timeout_ms}",
+        "  # How often the presence writer applies those timeouts.",
+        f"  sweep_interval_ms: {presence.sweep_interval_ms}",
         "",
         "# The main process: persists events, serves everything not routed to a worker.",
         "main:",

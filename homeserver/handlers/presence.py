@@ -1,17 +1,30 @@
 """Presence (online / unavailable / offline, status message, last activity), on the
 `presence` stream. Users see the presence of everyone they share a joined room with.
 
-Idle users: an `online` user whose last activity is older than `presence.idle_timeout_ms`
-reads as `unavailable` (computed when read, not written back to the stream).
+Who is present is decided on the presence stream's writer, which learns of every /sync
+request start and end (forwarded like any write) and of activity (PUT /presence, sending
+events). A periodic sweep there (`presence.sweep_interval_ms`) writes the automatic
+transitions as ordinary presence writes, so followers and /sync see them:
+- `online` with no activity for `presence.idle_timeout_ms` becomes `unavailable`;
+- `online`/`unavailable` with no /sync in flight and none seen for
+  `presence.offline_timeout_ms` becomes `offline` (a parked long-poll counts as syncing);
+- states a user set themselves with PUT (`unavailable`, `offline`) are left alone.
+A long-poll is not activity: syncing keeps a user present, not active.
+Between sweeps, an idle `online` row still reads as `unavailable` (computed when read).
+
+The writer's view of who is syncing lives in memory: after it restarts, every present
+user gets a fresh `offline_timeout_ms` (counted from the start) to show up again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from homeserver.handlers.stream_writer import StreamWriter
+import attrs
+from twisted.internet import defer
+
 from homeserver.handlers.writes import Writes
 from homeserver.notifier import Notifier
 from homeserver.sync.sources import SyncContribution, SyncSourceRequest
@@ -20,6 +33,7 @@ from workers.config import PresenceConfig
 
 if TYPE_CHECKING:
     from homeserver.context import HomeServerContext
+    from homeserver.handlers.stream_writer import StreamWriter
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +41,8 @@ STREAM = "presence"
 STATES = ("online", "unavailable", "offline")
 # Keeps whatever status message is stored.
 KEEP = object()
+# Client set_presence values under which a /sync keeps its user present.
+SYNC_PRESENT_STATES = ("online", "unavailable")
 
 
 def presence_content(row: PresenceRow, now_ms: int, config: PresenceConfig) -> dict[str, Any]:
@@ -43,29 +59,63 @@ def presence_content(row: PresenceRow, now_ms: int, config: PresenceConfig) -> d
     return content
 
 
+class PresenceRows(Protocol):
+    """The part of PresenceStore the writer uses (a fake in unit tests)."""
+
+    async def get(self, user_id: str) -> PresenceRow | None: ...
+
+    async def put(
+        self, stream_id: int, user_id: str, state: str, status_msg: str | None, last_active_ts: int
+    ) -> None: ...
+
+    async def get_present(self) -> list[PresenceRow]: ...
+
+    async def get_joined_rooms(self, user_ids: list[str]) -> set[str]: ...
+
+
+class PositionWriter(Protocol):
+    async def write(self, store: Any, on_visible: Callable[[], None] | None = None) -> Any: ...
+
+
+@attrs.frozen(slots=True)
+class SweepChange:
+    user_id: str
+    state: str
+
+
 class PresenceWriter:
     """Runs on the presence stream's writer."""
 
     def __init__(
         self,
-        store: PresenceStore,
-        writer: StreamWriter,
+        store: PresenceRows,
+        writer: PositionWriter | StreamWriter,
         notifier: Notifier,
         clock_ms: Callable[[], int],
+        config: PresenceConfig | None = None,
+        max_sync_ms: int = 300_000,
     ) -> None:
         self.store = store
         self.writer = writer
         self.notifier = notifier
         self.clock_ms = clock_ms
+        self.config = config or PresenceConfig()
+        # A /sync in flight longer than this (its longest timeout plus slack) is presumed
+        # lost, e.g. its process died before reporting its end.
+        self.sync_lease_ms = max_sync_ms + self.config.offline_timeout_ms
+        self.started_ms = clock_ms()
+        # user -> when a /sync or other presence-touching request was last seen.
+        self.last_seen: dict[str, int] = {}
+        # user -> start times of their /sync requests in flight.
+        self.in_flight: dict[str, list[int]] = {}
+        # Users whose current unavailable/offline state they set themselves (PUT).
+        self.user_set: set[str] = set()
 
-    async def set_presence(self, user_id: str, state: str, status_msg: Any = KEEP) -> None:
-        """Sets the state (an activity: last active becomes now, unless going offline or
-        unavailable, which keep the last activity)."""
-        current = await self.store.get(user_id)
-        now = self.clock_ms()
-        if status_msg is KEEP:
-            status_msg = current.status_msg if current is not None else None
-        last_active = now if state == "online" or current is None else current.last_active_ts
+    # -- writes ---------------------------------------------------------------------
+
+    async def _write(
+        self, user_id: str, state: str, status_msg: str | None, last_active: int
+    ) -> None:
         # Everyone sharing a room with the user is interested.
         rooms = await self.store.get_joined_rooms([user_id])
 
@@ -79,10 +129,122 @@ class PresenceWriter:
 
         await self.writer.write(store, wake)
 
+    async def set_presence(self, user_id: str, state: str, status_msg: Any = KEEP) -> None:
+        """The user sets their state (PUT /presence): last active becomes now when going
+        online; unavailable and offline keep the last activity and are left alone by the
+        sweep."""
+        current = await self.store.get(user_id)
+        now = self.clock_ms()
+        self.last_seen[user_id] = now
+        if status_msg is KEEP:
+            status_msg = current.status_msg if current is not None else None
+        last_active = now if state == "online" or current is None else current.last_active_ts
+        if state == "online":
+            self.user_set.discard(user_id)
+        else:
+            self.user_set.add(user_id)
+        await self._write(user_id, state, status_msg, last_active)
+
+    async def on_sync_start(self, user_id: str, set_presence: str) -> None:
+        """A /sync with set_presence online/unavailable began: the user is present while it
+        runs. `online` brings an offline (or new) user online; it does not count as
+        activity otherwise, so it neither refreshes last active nor undoes idleness."""
+        now = self.clock_ms()
+        self.last_seen[user_id] = now
+        self.in_flight.setdefault(user_id, []).append(now)
+        current = await self.store.get(user_id)
+        status_msg = current.status_msg if current is not None else None
+        if set_presence == "online":
+            if current is None or current.state == "offline":
+                self.user_set.discard(user_id)
+                await self._write(user_id, "online", status_msg, now)
+        elif set_presence == "unavailable":
+            if current is None or current.state != "unavailable":
+                self.user_set.discard(user_id)
+                last_active = current.last_active_ts if current is not None else now
+                await self._write(user_id, "unavailable", status_msg, last_active)
+
+    def on_sync_end(self, user_id: str) -> None:
+        self.last_seen[user_id] = self.clock_ms()
+        starts = self.in_flight.get(user_id)
+        if starts:
+            starts.pop(0)
+            if not starts:
+                del self.in_flight[user_id]
+
+    async def on_activity(self, user_id: str) -> None:
+        """The user did something (e.g. sent an event): last active becomes now and an idle
+        user is online again. Offline users stay offline (a /sync brings them online), and
+        a self-set unavailable keeps its state."""
+        now = self.clock_ms()
+        self.last_seen[user_id] = now
+        current = await self.store.get(user_id)
+        if current is None or current.state == "offline":
+            return
+        if current.state == "online" and now - current.last_active_ts < (
+            self.config.active_window_ms
+        ):
+            return
+        state = "unavailable" if user_id in self.user_set else "online"
+        await self._write(user_id, state, current.status_msg, now)
+
+    # -- the sweep ------------------------------------------------------------------
+
+    def is_syncing(self, user_id: str, now: int) -> bool:
+        starts = self.in_flight.get(user_id)
+        if not starts:
+            return False
+        live = [s for s in starts if now - s <= self.sync_lease_ms]
+        if live:
+            self.in_flight[user_id] = live
+            return True
+        del self.in_flight[user_id]
+        return False
+
+    def sweep_changes(self, rows: list[PresenceRow], now: int) -> list[SweepChange]:
+        """What the sweep writes, given the present users' rows."""
+        out: list[SweepChange] = []
+        for row in rows:
+            if row.state not in SYNC_PRESENT_STATES:
+                continue
+            if row.state == "unavailable" and row.user_id in self.user_set:
+                continue
+            seen = max(self.last_seen.get(row.user_id, self.started_ms), row.last_active_ts)
+            if not self.is_syncing(row.user_id, now) and (
+                now - seen > self.config.offline_timeout_ms
+            ):
+                out.append(SweepChange(row.user_id, "offline"))
+            elif row.state == "online" and now - row.last_active_ts > self.config.idle_timeout_ms:
+                out.append(SweepChange(row.user_id, "unavailable"))
+        return out
+
+    async def sweep(self) -> int:
+        """Writes the automatic transitions due now; returns how many."""
+        rows = await self.store.get_present()
+        changes = self.sweep_changes(rows, self.clock_ms())
+        for change in changes:
+            # Decide again on a fresh read: requests may have come in while earlier
+            # writes ran.
+            current = await self.store.get(change.user_id)
+            if current is None or self.sweep_changes([current], self.clock_ms()) != [change]:
+                continue
+            self.user_set.discard(change.user_id)
+            await self._write(
+                change.user_id, change.state, current.status_msg, current.last_active_ts
+            )
+        # Forget who was seen long ago and is no longer present.
+        present = {r.user_id for r in rows}
+        horizon = self.clock_ms() - self.config.offline_timeout_ms
+        for user_id in [u for u, t in self.last_seen.items() if t < horizon]:
+            if user_id not in present and user_id not in self.in_flight:
+                del self.last_seen[user_id]
+        self.user_set &= present
+        return len(changes)
+
 
 class PresenceActivity:
-    """Marks users online as they /sync (the `set_presence` parameter), without writing
-    more than once per `active_window_ms` while nothing changes."""
+    """Tells the presence writer when each /sync starts and ends (the `set_presence`
+    parameter online/unavailable keeps its user present), and when a user does something."""
 
     def __init__(
         self,
@@ -96,22 +258,45 @@ class PresenceActivity:
         self.config = config
         self.clock_ms = clock_ms
 
-    async def on_sync_request(self, user_id: str, device_id: str, set_presence: str) -> None:
-        if not self.config.enabled or set_presence not in ("online", "unavailable"):
-            return
-        current = await self.store.get(user_id)
-        if current is not None and current.state == set_presence:
-            if set_presence != "online":
-                return
-            if self.clock_ms() - current.last_active_ts < self.config.active_window_ms:
-                return
+    async def _call(self, op: str, args: dict[str, Any]) -> None:
         try:
-            await self.writes.call(
-                "presence_activity", {"user_id": user_id, "presence": set_presence}
-            )
+            await self.writes.call(op, args)
         except Exception as e:
             # Presence is best effort: an unreachable presence writer must not fail /sync.
             logger.warning("could not record presence activity", extra={"error": repr(e)})
+
+    async def on_sync_request(self, user_id: str, device_id: str, set_presence: str) -> None:
+        if not self.config.enabled or set_presence not in SYNC_PRESENT_STATES:
+            return
+        await self._call(
+            "presence_sync", {"user_id": user_id, "presence": set_presence, "phase": "start"}
+        )
+
+    def on_sync_finished(self, user_id: str, device_id: str, set_presence: str) -> None:
+        if not self.config.enabled or set_presence not in SYNC_PRESENT_STATES:
+            return
+        # Not awaited: the response must not wait for (or fail with) this.
+        defer.ensureDeferred(
+            self._call(
+                "presence_sync", {"user_id": user_id, "presence": set_presence, "phase": "end"}
+            )
+        )
+
+    def on_user_activity(self, user_id: str) -> None:
+        """The user did something (sent an event). Fire and forget; skipped while their
+        stored last activity is fresh."""
+        if self.config.enabled:
+            defer.ensureDeferred(self._activity(user_id))
+
+    async def _activity(self, user_id: str) -> None:
+        current = await self.store.get(user_id)
+        if current is None or current.state == "offline":
+            return
+        if current.state == "online" and (
+            self.clock_ms() - current.last_active_ts < self.config.active_window_ms
+        ):
+            return
+        await self._call("presence_activity", {"user_id": user_id})
 
 
 # -- the stream (see homeserver/streams.py) -----------------------------------------------
@@ -149,6 +334,9 @@ class PresenceSyncSource:
 
     async def on_sync_request(self, user_id: str, device_id: str, set_presence: str) -> None:
         await self.activity.on_sync_request(user_id, device_id, set_presence)
+
+    def on_sync_finished(self, user_id: str, device_id: str, set_presence: str) -> None:
+        self.activity.on_sync_finished(user_id, device_id, set_presence)
 
     async def for_sync(self, req: SyncSourceRequest) -> SyncContribution:
         config = self.ctx.config.presence

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.web.server import Request
 
 from homeserver.context import HomeServerContext
@@ -21,25 +24,76 @@ from homeserver.http.server import Router, parse_json_object
 from homeserver.sync.sources import register_sync_source
 from storage.stores.presence import PresenceStore
 
+logger = logging.getLogger(__name__)
+
 Result = tuple[int, Any]
 
-WRITE_STREAMS = {"set_presence": "presence", "presence_activity": "presence"}
+WRITE_STREAMS = {
+    "set_presence": "presence",
+    "presence_sync": "presence",
+    "presence_activity": "presence",
+}
+# ctx.extras: this process's PresenceWriter (on the presence writer only), and a
+# `fn(user_id)` other modules call when a user does something (e.g. sends an event).
+WRITER_KEY = "presence_writer"
+ACTIVITY_KEY = "presence_activity"
+
+
+def presence_writer(ctx: HomeServerContext) -> PresenceWriter:
+    existing = ctx.extras.get(WRITER_KEY)
+    if isinstance(existing, PresenceWriter):
+        return existing
+    made = PresenceWriter(
+        PresenceStore(ctx.db),
+        get_stream_writer(ctx, "presence"),
+        ctx.notifier,
+        ctx.clock_ms,
+        ctx.config.presence,
+        max_sync_ms=ctx.config.limits.max_sync_timeout_ms,
+    )
+    ctx.extras[WRITER_KEY] = made
+    return made
 
 
 def write_operations(ctx: HomeServerContext) -> dict[str, Operation]:
-    writer = PresenceWriter(
-        PresenceStore(ctx.db), get_stream_writer(ctx, "presence"), ctx.notifier, ctx.clock_ms
-    )
+    writer = presence_writer(ctx)
 
     async def set_presence(a: dict[str, Any]) -> dict[str, Any]:
         await writer.set_presence(a["user_id"], a["presence"], a.get("status_msg"))
         return {}
 
-    async def presence_activity(a: dict[str, Any]) -> dict[str, Any]:
-        await writer.set_presence(a["user_id"], a["presence"])
+    async def presence_sync(a: dict[str, Any]) -> dict[str, Any]:
+        if a["phase"] == "start":
+            await writer.on_sync_start(a["user_id"], a["presence"])
+        else:
+            writer.on_sync_end(a["user_id"])
         return {}
 
-    return {"set_presence": set_presence, "presence_activity": presence_activity}
+    async def presence_activity(a: dict[str, Any]) -> dict[str, Any]:
+        await writer.on_activity(a["user_id"])
+        return {}
+
+    return {
+        "set_presence": set_presence,
+        "presence_sync": presence_sync,
+        "presence_activity": presence_activity,
+    }
+
+
+def _start_sweep(ctx: HomeServerContext, writer: PresenceWriter) -> None:
+    """The presence writer's periodic sweep (idle -> unavailable, gone -> offline)."""
+
+    async def run() -> None:
+        try:
+            await writer.sweep()
+        except Exception:
+            # The next round tries again.
+            logger.exception("presence sweep failed")
+
+    loop = LoopingCall(lambda: defer.ensureDeferred(run()))
+    loop.clock = ctx.reactor
+    loop.start(ctx.config.presence.sweep_interval_ms / 1000.0, now=False)
+    ctx.extras["presence_sweep"] = loop
 
 
 def install(ctx: HomeServerContext, router: Router) -> None:
@@ -84,4 +138,9 @@ def install(ctx: HomeServerContext, router: Router) -> None:
     router.add_client("PUT", r"/presence/(?P<user_id>[^/]+)/status", on_put, name)
     router.add_client("GET", r"/presence/(?P<user_id>[^/]+)/status", on_get, name)
     activity = PresenceActivity(store, ctx.writes, config, ctx.clock_ms)
+    ctx.extras[ACTIVITY_KEY] = activity.on_user_activity
     register_sync_source(ctx, PresenceSyncSource(ctx, activity))
+    # write_operations (run before install, on the stream's writer only) made the writer.
+    writer = ctx.extras.get(WRITER_KEY)
+    if config.enabled and ctx.writes_stream("presence") and isinstance(writer, PresenceWriter):
+        _start_sweep(ctx, writer)

@@ -253,6 +253,10 @@ class RoomApi:
                 "txn": [requester.user_id, requester.device_id, txn_id],
             },
         )
+        # Sending is activity for presence (homeserver/rest/presence.py; fire and forget).
+        note_activity = self.ctx.extras.get("presence_activity")
+        if note_activity is not None:
+            note_activity(requester.user_id)
         return 200, {"event_id": result["event_id"]}
 
     async def on_redact(self, request: Request, room_id: str, event_id: str, txn_id: str) -> Result:

@@ -200,7 +200,12 @@ class SyncHandler:
         if req.since is not None:
             await self.check_since(req.since, sources)
         await self._run_activity_hooks(req, sources)
+        try:
+            return await self._sync_until_data(req, sources)
+        finally:
+            self._run_finished_hooks(req, sources)
 
+    async def _sync_until_data(self, req: SyncRequest, sources: Sequence[SyncSource]) -> JsonDict:
         deadline_ms = self.clock_ms() + req.timeout_ms
         while True:
             listener = None
@@ -267,6 +272,18 @@ class SyncHandler:
                 raise
             except Exception:
                 logger.exception("sync activity hook failed", extra={"stream": source.stream})
+
+    def _run_finished_hooks(self, req: SyncRequest, sources: Sequence[SyncSource]) -> None:
+        # Optional `on_sync_finished(user_id, device_id, set_presence)`, not awaited (it
+        # also runs when the request is cancelled), e.g. presence: the user stopped syncing.
+        for source in sources:
+            hook = getattr(source, "on_sync_finished", None)
+            if hook is None:
+                continue
+            try:
+                hook(req.user_id, req.device_id, req.set_presence)
+            except Exception:
+                logger.exception("sync finished hook failed", extra={"stream": source.stream})
 
     # -------------------------------------------------------------------- compute
 

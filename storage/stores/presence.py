@@ -58,6 +58,14 @@ class PresenceStore:
 
         await self.db.run("put_presence", txn_fn)
 
+    async def get_present(self) -> list[PresenceRow]:
+        """Every user whose state is online or unavailable."""
+        rows = await self.db.select(
+            "get_present_users",
+            f"SELECT {_COLUMNS} FROM presence WHERE state IN ('online', 'unavailable')",
+        )
+        return [_to_row(r) for r in rows]
+
     async def get_changed_users(self, after: int, up_to: int) -> set[str]:
         rows = await self.db.select(
             "get_changed_presence_users",
