@@ -14,13 +14,14 @@ points is `DeviceListChanges.between`:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from homeserver.handlers.stream_writer import StreamWriter
 from homeserver.notifier import Notifier
 from homeserver.sync.sources import SectionValue, SyncContribution, SyncSourceRequest
 from storage.stores.devices import DeviceStore
+from storage.stores.events import StreamRow
 from storage.stores.keys import KeyStore
 
 if TYPE_CHECKING:
@@ -134,21 +135,45 @@ class DeviceListsSyncSource:
         self.ctx = ctx
         self.changes = DeviceListChanges(DeviceStore(ctx.db))
         self.keys = KeyStore(ctx.db)
+        # Membership events are the only events that change device lists. The notifier
+        # shows us every events row from here on; rows before `_known_from` we never saw.
+        start = ctx.events_tracker.position
+        self._known_from = start
+        self._rows_seen_up_to = start
+        self._last_membership = start
+        ctx.notifier.add_row_observer(self._observe_rows)
+
+    def _observe_rows(self, rows: Sequence[StreamRow]) -> None:
+        for row in rows:
+            self._rows_seen_up_to = max(self._rows_seen_up_to, row.stream_ordering)
+            if row.type == "m.room.member":
+                self._last_membership = max(self._last_membership, row.stream_ordering)
+
+    def _nothing_can_have_changed(self, req: SyncSourceRequest) -> bool:
+        """No device list moved and no membership event anywhere in the events window:
+        then `changed` and `left` are empty without asking the database."""
+        if req.since is None or req.up_to > req.since or req.events_since is None:
+            return False
+        return (
+            req.events_since >= self._known_from
+            and req.events_up_to <= self._rows_seen_up_to
+            and self._last_membership <= req.events_since
+        )
 
     async def current_position(self) -> int:
         return self.ctx.trackers[STREAM].position
 
     async def for_sync(self, req: SyncSourceRequest) -> SyncContribution:
-        counts = await self.keys.count_one_time_keys(req.user_id, req.device_id)
+        counts, fallback_types = await self.keys.counts_for_sync(req.user_id, req.device_id)
         counts.setdefault(ALWAYS_COUNTED_ALGORITHM, 0)
         sections: dict[str, SectionValue] = {
             "device_one_time_keys_count": counts,
-            "device_unused_fallback_key_types": await self.keys.unused_fallback_key_types(
-                req.user_id, req.device_id
-            ),
+            "device_unused_fallback_key_types": fallback_types,
         }
         has_data = False
-        if req.since is not None:
+        if req.since is not None and self._nothing_can_have_changed(req):
+            sections["device_lists"] = {"changed": [], "left": []}
+        elif req.since is not None:
             changed, left = await self.changes.between(
                 req.user_id, req.since, req.up_to, req.events_since, req.events_up_to
             )

@@ -88,6 +88,26 @@ class KeyStore:
         )
         return {r[0]: int(r[1]) for r in rows}
 
+    async def counts_for_sync(
+        self, user_id: str, device_id: str
+    ) -> tuple[dict[str, int], list[str]]:
+        """One-time key counts and unused fallback key types, in one round trip."""
+
+        def txn_fn(txn: Transaction) -> tuple[dict[str, int], list[str]]:
+            counts = txn.select(
+                "SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = ? AND device_id = ?"
+                " GROUP BY algorithm",
+                (user_id, device_id),
+            )
+            fallback = txn.select(
+                "SELECT algorithm FROM fallback_keys WHERE user_id = ? AND device_id = ?"
+                " AND used = 0 ORDER BY algorithm",
+                (user_id, device_id),
+            )
+            return {r[0]: int(r[1]) for r in counts}, [r[0] for r in fallback]
+
+        return await self.db.run("key_counts_for_sync", txn_fn)
+
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
         rows = await self.db.select(
             "unused_fallback_key_types",
