@@ -141,7 +141,12 @@ class JsonResource(resource.Resource):
         self.cors_origins = tuple(cors_origins)
 
     def render(self, request: Request) -> int:
-        defer.ensureDeferred(self._dispatch(request))
+        handling = defer.ensureDeferred(self._dispatch(request))
+        if request.method in (b"GET", b"HEAD"):
+            # A read whose client has gone is wasted work (a parked /sync would hold its
+            # listener for the whole timeout). Writes always run to completion, so that no
+            # multi-step write (createRoom) is left half done.
+            request.notifyFinish().addErrback(lambda _: handling.cancel())
         return NOT_DONE_YET
 
     def _set_cors(self, request: Request) -> None:
@@ -180,6 +185,9 @@ class JsonResource(resource.Resource):
                 status, body = await route.handler(request, **args)
         except MatrixError as e:
             status, body = e.status, e.to_json()
+        except defer.CancelledError:
+            # The client went away (see render); there is no one to answer.
+            status, body = 499, None
         except Exception:
             logger.error(
                 "request failed",
@@ -190,6 +198,8 @@ class JsonResource(resource.Resource):
         finally:
             REQUESTS.labels(endpoint, method, str(status)).inc()
             REQUEST_DURATION.labels(endpoint, method).observe(time.perf_counter() - start)
+        if status == 499:
+            return
         try:
             respond_json(request, status, body)
         except Exception:

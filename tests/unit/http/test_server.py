@@ -356,13 +356,31 @@ def test_request_metrics_count_by_endpoint(srv: Server) -> None:
     assert count("unknown", "GET", "404") == before_404 + 1
 
 
-def test_client_disconnect_before_response(srv: Server) -> None:
+def test_client_disconnect_cancels_a_read(srv: Server) -> None:
     proto, transport = srv.connect()
     proto.dataReceived(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
     assert srv.gate is not None
     proto.connectionLost(Failure(ConnectionDone()))
+    # The handler's wait was cancelled: it never finishes, and nothing is written.
+    assert srv.gate.called
+    assert srv.calls == []
+    assert transport.value() == b""
+
+
+def test_client_disconnect_lets_a_write_finish(srv: Server) -> None:
+    async def slow_write(request: Request) -> tuple[int, Any]:
+        srv.gate = defer.Deferred()
+        await srv.gate
+        srv.calls.append("write-done")
+        return 200, {}
+
+    srv.router.add("POST", r"/slow-write", slow_write)
+    proto, transport = srv.connect()
+    proto.dataReceived(b"POST /slow-write HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+    assert srv.gate is not None
+    proto.connectionLost(Failure(ConnectionDone()))
     srv.gate.callback(None)
-    assert srv.calls == ["slow-done"]
+    assert srv.calls == ["write-done"]
     assert transport.value() == b""
 
 
