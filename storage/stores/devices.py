@@ -27,10 +27,6 @@ class Device:
         return out
 
 
-def _placeholders(n: int) -> str:
-    return ", ".join("?" for _ in range(n))
-
-
 class DeviceStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -118,18 +114,14 @@ class DeviceStore:
         """Those of `user_ids` whose device lists changed in (after, up_to]."""
         if not user_ids or up_to <= after:
             return set()
-        ids = sorted(user_ids)
-        changed: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = await self.db.select(
-                "get_device_list_changes_among",
-                "SELECT DISTINCT user_id FROM device_list_changes"
-                " WHERE stream_id > ? AND stream_id <= ?"
-                f" AND user_id IN ({_placeholders(len(chunk))})",
-                (after, up_to, *chunk),
-            )
-            changed.update(r[0] for r in rows)
+        rows = await self.db.select_in(
+            "get_device_list_changes_among",
+            "SELECT DISTINCT user_id FROM device_list_changes"
+            " WHERE stream_id > ? AND stream_id <= ? AND user_id IN ({in})",
+            (after, up_to),
+            user_ids,
+        )
+        changed = {r[0] for r in rows}
         return changed
 
     # -- rooms shared between users (for who sees whose changes) ----------------------------
@@ -145,18 +137,14 @@ class DeviceStore:
 
     async def get_joined_members(self, room_ids: Iterable[str]) -> set[str]:
         """Every user joined to at least one of the rooms."""
-        ids = sorted(set(room_ids))
-        members: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = await self.db.select(
-                "device_lists_joined_members",
-                "SELECT DISTINCT state_key FROM current_state_events"
-                " WHERE type = ? AND membership = 'join'"
-                f" AND room_id IN ({_placeholders(len(chunk))})",
-                (MEMBER, *chunk),
-            )
-            members.update(r[0] for r in rows)
+        rows = await self.db.select_in(
+            "device_lists_joined_members",
+            "SELECT DISTINCT state_key FROM current_state_events"
+            " WHERE type = ? AND membership = 'join' AND room_id IN ({in})",
+            (MEMBER,),
+            room_ids,
+        )
+        members = {r[0] for r in rows}
         return members
 
     async def get_membership_changes(
@@ -166,18 +154,14 @@ class DeviceStore:
         events-stream position is in (after, up_to], oldest first."""
         if not room_ids or up_to <= after:
             return []
-        ids = sorted(room_ids)
-        out: list[tuple[int, str, str, str]] = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = await self.db.select(
-                "device_lists_membership_changes",
-                "SELECT stream_ordering, room_id, user_id, membership FROM room_memberships"
-                " WHERE stream_ordering > ? AND stream_ordering <= ?"
-                f" AND room_id IN ({_placeholders(len(chunk))})",
-                (after, up_to, *chunk),
-            )
-            out.extend((int(r[0]), r[1], r[2], r[3]) for r in rows)
+        rows = await self.db.select_in(
+            "device_lists_membership_changes",
+            "SELECT stream_ordering, room_id, user_id, membership FROM room_memberships"
+            " WHERE stream_ordering > ? AND stream_ordering <= ? AND room_id IN ({in})",
+            (after, up_to),
+            room_ids,
+        )
+        out = [(int(r[0]), r[1], r[2], r[3]) for r in rows]
         out.sort()
         return [(r, u, m) for _, r, u, m in out]
 

@@ -10,7 +10,7 @@ import attrs
 
 from homeserver.events.event import Event, StateKey
 from homeserver.events.room_versions import get_room_version
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, placeholders
 
 _EVENT_COLUMNS = (
     "e.stream_ordering, e.event_id, e.pdu, r.room_version, e.txn_user_id, e.txn_device_id, e.txn_id"
@@ -44,10 +44,6 @@ def _to_persisted(row: tuple[Any, ...]) -> PersistedEvent:
     pdu = json.loads(pdu_json)
     txn = (t_user, t_device, t_id) if t_id is not None else None
     return PersistedEvent(Event(pdu, version, event_id), int(stream_ordering), txn)
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
 
 
 class EventStore:
@@ -89,7 +85,7 @@ class EventStore:
             chunk = event_ids[i : i + 500]
             for row in txn.select(
                 f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM}"
-                f" WHERE e.event_id IN ({_placeholders(len(chunk))})",
+                f" WHERE e.event_id IN ({placeholders(len(chunk))})",
                 chunk,
             ):
                 pe = _to_persisted(row)
@@ -153,7 +149,7 @@ class EventStore:
             for row in txn.select(
                 "SELECT room_id, membership, stream_ordering FROM room_memberships"
                 " WHERE user_id = ? AND stream_ordering <= ?"
-                f" AND room_id IN ({_placeholders(len(room_list))})"
+                f" AND room_id IN ({placeholders(len(room_list))})"
                 " ORDER BY stream_ordering",
                 [user_id, pos, *room_list],
             ):
@@ -250,7 +246,7 @@ class EventStore:
                 for (rid,) in txn.select(
                     "SELECT DISTINCT room_id FROM events"
                     " WHERE stream_ordering > ? AND stream_ordering <= ?"
-                    f" AND room_id IN ({_placeholders(len(chunk))})",
+                    f" AND room_id IN ({placeholders(len(chunk))})",
                     [after, up_to, *chunk],
                 ):
                     changed.add(rid)

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, placeholders
 
 
 @attrs.frozen(slots=True)
@@ -17,10 +17,6 @@ class PresenceRow:
     status_msg: str | None
     last_active_ts: int
     stream_id: int
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
 
 
 _COLUMNS = "user_id, state, status_msg, last_active_ts, stream_id"
@@ -88,7 +84,7 @@ class PresenceStore:
                 chunk = users[i : i + 500]
                 sql = (
                     f"SELECT {_COLUMNS} FROM presence WHERE stream_id <= ?"
-                    f" AND user_id IN ({_placeholders(len(chunk))})"
+                    f" AND user_id IN ({placeholders(len(chunk))})"
                 )
                 args: list[Any] = [up_to, *chunk]
                 if after is not None:
@@ -112,7 +108,7 @@ class PresenceStore:
                 for (user_id,) in txn.select(
                     "SELECT DISTINCT state_key FROM current_state_events"
                     " WHERE type = 'm.room.member' AND membership = 'join'"
-                    f" AND room_id IN ({_placeholders(len(chunk))})",
+                    f" AND room_id IN ({placeholders(len(chunk))})",
                     chunk,
                 ):
                     out.add(user_id)
@@ -133,7 +129,7 @@ class PresenceStore:
                 for (room_id,) in txn.select(
                     "SELECT DISTINCT room_id FROM current_state_events"
                     " WHERE type = 'm.room.member' AND membership = 'join'"
-                    f" AND state_key IN ({_placeholders(len(chunk))})",
+                    f" AND state_key IN ({placeholders(len(chunk))})",
                     chunk,
                 ):
                     out.add(room_id)

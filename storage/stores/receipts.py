@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, placeholders
 
 PRIVATE_READ = "m.read.private"
 # thread_id column value of an unthreaded receipt.
@@ -24,10 +24,6 @@ class Receipt:
     # {"ts": ..., "thread_id": ...} as clients see it.
     data: dict[str, Any]
     stream_id: int
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
 
 
 _COLUMNS = "room_id, receipt_type, user_id, event_id, data, stream_id"
@@ -119,7 +115,7 @@ class ReceiptStore:
                 sql = (
                     f"SELECT {_COLUMNS} FROM receipts WHERE stream_id <= ?"
                     " AND (receipt_type <> ? OR user_id = ?)"
-                    f" AND room_id IN ({_placeholders(len(chunk))})"
+                    f" AND room_id IN ({placeholders(len(chunk))})"
                 )
                 if after is not None:
                     sql += " AND stream_id > ?"

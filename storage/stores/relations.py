@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from homeserver.events.event import Event
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, placeholders
 from storage.stores.event_persist import register_persist_hook
 
 THREAD = "m.thread"
@@ -51,10 +51,6 @@ def is_valid_replacement_alone(event: Event, relation: Relation) -> bool:
     return event.type == "m.room.encrypted" or isinstance(
         event.content.get("m.new_content"), Mapping
     )
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
 
 
 def _chunks(ids: Collection[str]) -> list[list[str]]:
@@ -191,7 +187,7 @@ class RelationsStore:
             for chunk in _chunks(event_ids):
                 for target, redaction_id, room_id in txn.select(
                     "SELECT redacts, event_id, room_id FROM redactions"
-                    f" WHERE redacts IN ({_placeholders(len(chunk))}) ORDER BY stream_ordering",
+                    f" WHERE redacts IN ({placeholders(len(chunk))}) ORDER BY stream_ordering",
                     chunk,
                 ):
                     out.setdefault(target, []).append((redaction_id, room_id))
@@ -209,7 +205,7 @@ class RelationsStore:
             for chunk in _chunks(event_ids):
                 for eid, replaced in txn.select(
                     "SELECT event_id, replaces_event_id FROM state_replacements"
-                    f" WHERE event_id IN ({_placeholders(len(chunk))})",
+                    f" WHERE event_id IN ({placeholders(len(chunk))})",
                     chunk,
                 ):
                     out[eid] = replaced
@@ -229,7 +225,7 @@ class RelationsStore:
         def txn_fn(txn: Transaction) -> BundleData:
             data = BundleData()
             for chunk in _chunks(parent_ids):
-                marks = _placeholders(len(chunk))
+                marks = placeholders(len(chunk))
                 for parent, edit in txn.select(
                     "SELECT relates_to_id, event_id FROM ("
                     " SELECT r.relates_to_id, r.event_id, ROW_NUMBER() OVER ("
@@ -255,7 +251,7 @@ class RelationsStore:
                     counts[parent] = int(count)
                 if counts:
                     roots = list(counts)
-                    root_marks = _placeholders(len(roots))
+                    root_marks = placeholders(len(roots))
                     latest = dict(
                         txn.select(
                             "SELECT t.root_event_id, t.latest_event_id FROM thread_roots t"
@@ -380,7 +376,7 @@ class RelationsStore:
                 for room_id, pos, membership in txn.select(
                     "SELECT room_id, stream_ordering, membership FROM room_memberships"
                     " WHERE user_id = ? AND stream_ordering <= ?"
-                    f" AND room_id IN ({_placeholders(len(chunk))})"
+                    f" AND room_id IN ({placeholders(len(chunk))})"
                     " ORDER BY stream_ordering",
                     [user_id, up_to, *chunk],
                 ):

@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 import attrs
 
 from homeserver.events.event import Event, StateKey
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, placeholders
 from storage.stores.event_persist import register_persist_hook
 
 HISTORY_VISIBILITY = "m.room.history_visibility"
@@ -39,10 +39,6 @@ class MembershipRow:
     stream_ordering: int
     membership: str
     event_id: str
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
 
 
 def state_key_matches(key: StateKey, types: StateFilter | None) -> bool:
@@ -160,7 +156,7 @@ class RoomExtrasStore:
         if wanted is not None:
             if not wanted:
                 return {}
-            sql += f" AND type IN ({_placeholders(len(wanted))})"
+            sql += f" AND type IN ({placeholders(len(wanted))})"
             args += wanted
         rows = await self.db.select(
             "get_state_ids_at_stream", sql + " ORDER BY stream_ordering", args
@@ -220,7 +216,7 @@ class RoomExtrasStore:
             users = list(user_ids)
             if not users:
                 return {}
-            sql += f" AND state_key IN ({_placeholders(len(users))})"
+            sql += f" AND state_key IN ({placeholders(len(users))})"
             args += users
         rows = await self.db.select("get_current_member_event_ids", sql, args)
         return {r[0]: r[1] for r in rows}

@@ -26,7 +26,7 @@ import attrs
 from homeserver.events.auth_chain import MissingEventsError
 from homeserver.events.event import Event, StateKey
 from homeserver.events.state_res import resolve_state
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, placeholders
 from storage.stores.event_persist import register_persist_hook
 from storage.stores.events import EventStore
 
@@ -71,10 +71,6 @@ class _EventGroups:
     before: int | None
 
 
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
-
-
 def _chunks(items: Sequence[int], size: int = _CHUNK) -> Iterable[Sequence[int]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -109,7 +105,7 @@ class _Filter:
         terms: list[str] = []
         args: list[str] = []
         if self.whole_types:
-            terms.append(f"type IN ({_placeholders(len(self.whole_types))})")
+            terms.append(f"type IN ({placeholders(len(self.whole_types))})")
             args.extend(sorted(self.whole_types))
         for t, sk in sorted(self.keys):
             terms.append("(type = ? AND state_key = ?)")
@@ -130,7 +126,7 @@ def _load_chain_parents(txn: Transaction, groups: Collection[int]) -> dict[int, 
     for chunk in _chunks(sorted(groups)):
         for gid, prev in txn.select(
             "WITH RECURSIVE chain(id, prev_group) AS ("
-            f" SELECT id, prev_group FROM state_groups WHERE id IN ({_placeholders(len(chunk))})"
+            f" SELECT id, prev_group FROM state_groups WHERE id IN ({placeholders(len(chunk))})"
             " UNION"
             " SELECT g.id, g.prev_group FROM state_groups g JOIN chain c ON g.id = c.prev_group"
             ") SELECT id, prev_group FROM chain",
@@ -175,7 +171,7 @@ def _compose_states_txn(
     for chunk in _chunks(sorted(needed)):
         for gid, etype, skey, event_id in txn.select(
             "SELECT state_group, type, state_key, event_id FROM state_group_entries"
-            f" WHERE state_group IN ({_placeholders(len(chunk))}) AND {condition}",
+            f" WHERE state_group IN ({placeholders(len(chunk))}) AND {condition}",
             [*chunk, *condition_args],
         ):
             deltas[int(gid)].append(((etype, skey), event_id))
@@ -210,7 +206,7 @@ def _event_groups_txn(txn: Transaction, event_ids: Sequence[str]) -> dict[str, _
         for event_id, state_key, after, before in txn.select(
             "SELECT e.event_id, e.state_key, m.state_group, m.state_group_before"
             " FROM events e JOIN event_state_groups m ON m.stream_ordering = e.stream_ordering"
-            f" WHERE e.event_id IN ({_placeholders(len(chunk))})",
+            f" WHERE e.event_id IN ({placeholders(len(chunk))})",
             list(chunk),
         ):
             # For a non-state event the state before is the state after.
@@ -325,7 +321,7 @@ class StateGroupPersistHook:
                 "SELECT m.state_group, g.chain_length FROM events e"
                 " JOIN event_state_groups m ON m.stream_ordering = e.stream_ordering"
                 " JOIN state_groups g ON g.id = m.state_group"
-                f" WHERE e.event_id IN ({_placeholders(len(chunk))})",
+                f" WHERE e.event_id IN ({placeholders(len(chunk))})",
                 list(chunk),
             ):
                 prev_groups[int(gid)] = _Group(int(gid), int(chain_length))

@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 import attrs
 
 from homeserver.events.event import StateKey
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, placeholders
 
 
 @attrs.frozen(slots=True)
@@ -31,10 +31,6 @@ class UserMembership:
 
 # Rooms (or events) per `IN (...)` list: well inside SQLite's and PostgreSQL's limits.
 _CHUNK = 500
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
 
 
 def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
@@ -93,7 +89,7 @@ class SyncStore:
             for chunk in _chunks(rooms):
                 for room_id, membership, pos, event_id in txn.select(
                     "SELECT room_id, membership, stream_ordering, event_id FROM room_memberships"
-                    f" WHERE user_id = ? AND room_id IN ({_placeholders(len(chunk))})"
+                    f" WHERE user_id = ? AND room_id IN ({placeholders(len(chunk))})"
                     " ORDER BY stream_ordering",
                     [user_id, *chunk],
                 ):
@@ -119,7 +115,7 @@ class SyncStore:
             for chunk in _chunks(rooms):
                 found += txn.select(
                     "SELECT room_id, stream_ordering, pdu FROM events"
-                    f" WHERE room_id IN ({_placeholders(len(chunk))})"
+                    f" WHERE room_id IN ({placeholders(len(chunk))})"
                     " AND type = 'm.room.history_visibility' AND state_key = ''"
                     " ORDER BY stream_ordering",
                     chunk,
@@ -193,7 +189,7 @@ class SyncStore:
                 chunk = ids[i : i + 500]
                 for eid, so, membership in txn.select(
                     "SELECT event_id, stream_ordering, membership FROM events"
-                    f" WHERE event_id IN ({_placeholders(len(chunk))})",
+                    f" WHERE event_id IN ({placeholders(len(chunk))})",
                     chunk,
                 ):
                     out[eid] = StateEntry(eid, int(so), membership)

@@ -22,7 +22,7 @@ import pytest
 from homeserver.handlers.guest_access import guest_may_request
 from homeserver.http.server import Route, Router
 from homeserver.rest import API_MODULES
-from tests.harness.matrix import MatrixClient, quote, request
+from tests.harness.matrix import MatrixClient, ok, quote, request
 from tests.harness.single import PASSWORD, SingleServer, single_server
 from workers.config import load_config
 
@@ -50,12 +50,6 @@ def no_guest_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Single
 def _no_internal_errors(server: SingleServer) -> Iterator[None]:
     with server.logs_no_new_errors():
         yield
-
-
-def ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    assert status == 200, body
-    return body
 
 
 def err(result: tuple[int, Any], status: int, errcode: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from signedjson.key import encode_verify_key_base64, generate_signing_key, get_verify_key
 from signedjson.sign import sign_json
 
-from tests.harness.matrix import MatrixClient, quote
+from tests.harness.matrix import MatrixClient, ok, quote
 from tests.harness.single import PASSWORD, SingleServer, single_server
 from tests.harness.waiting import wait_until
 
@@ -31,12 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleServer]:
 def _no_internal_errors(server: SingleServer) -> Iterator[None]:
     with server.logs_no_new_errors():
         yield
-
-
-def ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    assert status == 200, body
-    return body
 
 
 def err(result: tuple[int, Any], status: int, errcode: str) -> dict[str, Any]:
