@@ -1,13 +1,16 @@
 """Wakes long-polling requests when something they care about happens.
 
 Both the single process and every sync worker feed it: the writer straight after a
-persist, the others as the replication follower catches up.
+persist, the others as the replication follower catches up. Either way rows reach the
+row observers (caches) before the stream's position moves, and listeners are woken only
+after it has moved, so a woken long-poll always sees what woke it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+import attrs
 from prometheus_client import Gauge
 from twisted.internet import defer
 
@@ -18,6 +21,14 @@ from storage.stores.events import StreamRow
 WAITING_LISTENERS = Gauge(
     "ganglion_sync_waiting_listeners", "Listeners parked in the notifier, waiting to be woken"
 )
+
+
+@attrs.frozen(slots=True)
+class Wakeups:
+    """Whom a batch of stream rows concerns: woken together once the batch is visible."""
+
+    users: frozenset[str] = frozenset()
+    rooms: frozenset[str] = frozenset()
 
 
 class Listener:
@@ -104,25 +115,45 @@ class Notifier:
         return sum(len(s) for s in self._by_user.values())
 
     def on_new_events(self, rows: Iterable[StreamRow]) -> None:
+        """Observes and wakes at once: for callers whose position already covers the rows."""
         batch = list(rows)
+        self.observe_rows(batch)
+        self.wake_for_rows(batch)
+
+    def observe_rows(self, rows: Sequence[StreamRow]) -> None:
+        """Hands new event rows to the row observers; wakes nobody (see `wake_for_rows`)."""
         for observer in self._row_observers:
-            observer(batch)
+            observer(rows)
+
+    def wake_for_rows(self, rows: Iterable[StreamRow]) -> None:
+        """Wakes the listeners of the rows' rooms, and of the users whose membership they
+        change. Call only once the events position covers every row."""
         woken: set[Listener] = set()
-        for row in batch:
+        for row in rows:
             woken.update(self._by_room.get(row.room_id, ()))
             if row.type == "m.room.member" and row.state_key:
                 woken.update(self._by_user.get(row.state_key, ()))
-        for listener in woken:
-            self._remove(listener)
-            listener._fire()
+        self._fire_all(woken)
+
+    def wake(self, wakeups: Wakeups) -> None:
+        """Wakes the listeners of the users and rooms named (non-event streams)."""
+        woken: set[Listener] = set()
+        for user_id in wakeups.users:
+            woken.update(self._by_user.get(user_id, ()))
+        for room_id in wakeups.rooms:
+            woken.update(self._by_room.get(room_id, ()))
+        self._fire_all(woken)
 
     def wake_room(self, room_id: str) -> None:
         """Something room-scoped but not an event changed (typing, receipts)."""
-        for listener in list(self._by_room.get(room_id, ())):
-            self._remove(listener)
-            listener._fire()
+        self._fire_all(set(self._by_room.get(room_id, ())))
 
     def wake_user(self, user_id: str) -> None:
-        for listener in list(self._by_user.get(user_id, ())):
+        self._fire_all(set(self._by_user.get(user_id, ())))
+
+    def _fire_all(self, woken: set[Listener]) -> None:
+        # All are removed before any fires: a woken request may listen again at once.
+        for listener in woken:
             self._remove(listener)
+        for listener in woken:
             listener._fire()

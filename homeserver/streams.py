@@ -2,12 +2,14 @@
 
 A stream has exactly one writer process (configured by `stream_writers`). Its writer
 allocates positions; every other process follows it: on learning a newer position it
-calls `apply_rows(ctx, after, up_to)`, which reads what changed in (after, up_to] and
-wakes whoever waits on it, returning the position it reached.
+calls `apply_rows(ctx, after, up_to)`, which reads what changed in (after, up_to] into
+this process's view and returns the position it reached with the wake-ups it owes; the
+follower runs those only after moving the stream's position (replication/follower.py).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +24,7 @@ from homeserver.handlers import (
     to_device,
     typing,
 )
+from replication.follower import AppliedRows
 
 
 @attrs.frozen(slots=True)
@@ -29,8 +32,9 @@ class StreamDefinition:
     name: str
     # On the writer at start: the newest position already stored.
     max_position: Callable[[HomeServerContext], Awaitable[int]]
-    # On followers: apply the rows in (after, up_to]; return the position reached.
-    apply_rows: Callable[[HomeServerContext, int, int], Awaitable[int]]
+    # On followers: apply the rows in (after, up_to]; return the position reached and
+    # whom to wake once it is visible.
+    apply_rows: Callable[[HomeServerContext, int, int], Awaitable[AppliedRows]]
     # On the writer, for streams whose rows are not in the database: the rows in
     # (after, up_to] as JSON, served at GET /_ganglion/replication/rows/<name>.
     rows: Callable[[HomeServerContext, int, int], Awaitable[list[dict[str, Any]]]] | None = None
@@ -43,12 +47,11 @@ async def _events_max(ctx: HomeServerContext) -> int:
     return await ctx.event_store.get_max_stream_ordering()
 
 
-async def _events_apply(ctx: HomeServerContext, after: int, up_to: int) -> int:
+async def _events_apply(ctx: HomeServerContext, after: int, up_to: int) -> AppliedRows:
     rows = await ctx.event_store.get_stream_rows(after, up_to, limit=_EVENT_BATCH)
-    ctx.notifier.on_new_events(rows)
-    if len(rows) < _EVENT_BATCH:
-        return up_to
-    return rows[-1].stream_ordering
+    ctx.notifier.observe_rows(rows)
+    reached = up_to if len(rows) < _EVENT_BATCH else rows[-1].stream_ordering
+    return AppliedRows(reached, functools.partial(ctx.notifier.wake_for_rows, rows))
 
 
 STREAM_DEFINITIONS: dict[str, StreamDefinition] = {

@@ -3,6 +3,11 @@
 Pushed positions arrive over Redis. While Redis is away, and once each time it comes
 back, the follower asks the writer for its positions over HTTP; either way it then reads
 the rows it missed from the database by position, so nothing is lost or skipped.
+
+Ordering is the point of this module: applying a batch first updates this process's view
+(caches), then advances the stream's tracker, and only then wakes whoever waits on what
+the batch brought. A waiter woken earlier would read the old position, find nothing new
+and go back to sleep until the next batch or its timeout.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 from twisted.internet import defer, task
 
 from replication.streams import StreamPositionTracker
@@ -18,9 +24,23 @@ from replication.wire import PositionMessage
 
 logger = logging.getLogger(__name__)
 
-# Applies the rows in (from, to] to this process (e.g. wake the notifier); returns the
-# position actually reached, which may be below `to` when it reads in batches.
-ApplyRows = Callable[[int, int], Awaitable[int]]
+
+def _nothing_to_wake() -> None:
+    return None
+
+
+@attrs.frozen(slots=True)
+class AppliedRows:
+    """What applying the rows in (from, to] did: the position reached (below `to` when it
+    reads in batches) and the wake-ups it owes, which the follower runs only once its
+    tracker shows `reached`."""
+
+    reached: int
+    wake: Callable[[], None] = _nothing_to_wake
+
+
+# Applies the rows in (from, to] to this process's view, without waking anyone.
+ApplyRows = Callable[[int, int], Awaitable[AppliedRows]]
 FetchPositions = Callable[[], Awaitable[dict[str, int]]]
 
 
@@ -97,15 +117,21 @@ class StreamFollower:
             while self.tracker.position < self._target:
                 start = self.tracker.position
                 try:
-                    reached = await self.apply_rows(start, self._target)
+                    applied = await self.apply_rows(start, self._target)
                 except Exception:
                     logger.warning("catch-up failed; will retry", exc_info=True)
                     await task.deferLater(self.clock, self.poll_interval_s, lambda: None)
                     continue
+                reached = applied.reached
                 logger.debug(
                     "caught up", extra={"stream": self.tracker.stream, "from": start, "to": reached}
                 )
+                # Position first, then wake-ups: a woken reader must see what woke it.
                 self.tracker.advance(reached)
+                try:
+                    applied.wake()
+                except Exception:
+                    logger.exception("wake-up after catch-up failed")
                 if reached <= start:
                     # No progress (rows not visible yet): wait rather than spin the reactor.
                     await task.deferLater(self.clock, self.poll_interval_s, lambda: None)

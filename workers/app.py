@@ -34,7 +34,7 @@ from homeserver.notifier import Notifier
 from homeserver.rest import API_MODULES
 from homeserver.streams import STREAM_DEFINITIONS
 from replication import wire
-from replication.follower import StreamFollower
+from replication.follower import AppliedRows, StreamFollower
 from replication.http import ReplicationClient, ReplicationServer
 from replication.redis import RedisReplicationLink
 from replication.streams import StreamIdGenerator, StreamPositionTracker
@@ -178,8 +178,9 @@ async def build_process(config: HomeserverConfig, name: str, reactor: Any) -> Pr
         tracker.advance(await _initial_position(client, stream, definition.max_position, ctx))
         ctx.trackers[stream] = tracker
 
-        async def apply(after: int, up_to: int, d: Any = definition) -> int:
-            return int(await d.apply_rows(ctx, after, up_to))
+        async def apply(after: int, up_to: int, d: Any = definition) -> AppliedRows:
+            applied: AppliedRows = await d.apply_rows(ctx, after, up_to)
+            return applied
 
         proc.followers[stream] = StreamFollower(tracker, apply, client.positions, reactor)
 

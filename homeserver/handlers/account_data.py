@@ -3,6 +3,7 @@ m.fully_read marker, on the `account_data` stream."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -11,8 +12,9 @@ from twisted.internet import defer
 
 from homeserver.handlers.receipts import require_event_in_room, require_joined
 from homeserver.handlers.stream_writer import StreamWriter
-from homeserver.notifier import Notifier
+from homeserver.notifier import Notifier, Wakeups
 from homeserver.sync.sources import SyncContribution, SyncSourceRequest
+from replication.follower import AppliedRows
 from storage.stores.account_data import AccountDataStore
 from storage.stores.events import EventStore
 
@@ -100,10 +102,9 @@ async def max_position(ctx: HomeServerContext) -> int:
     return await AccountDataStore(ctx.db).get_max_stream_id()
 
 
-async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> int:
-    for user_id in await AccountDataStore(ctx.db).get_changed_users(after, up_to):
-        ctx.notifier.wake_user(user_id)
-    return up_to
+async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> AppliedRows:
+    users = frozenset(await AccountDataStore(ctx.db).get_changed_users(after, up_to))
+    return AppliedRows(up_to, functools.partial(ctx.notifier.wake, Wakeups(users=users)))
 
 
 # -- /sync ------------------------------------------------------------------------------

@@ -14,12 +14,14 @@ points is `DeviceListChanges.between`:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from homeserver.handlers.stream_writer import StreamWriter
-from homeserver.notifier import Notifier
+from homeserver.notifier import Notifier, Wakeups
 from homeserver.sync.sources import SectionValue, SyncContribution, SyncSourceRequest
+from replication.follower import AppliedRows
 from storage.stores.devices import DeviceStore
 from storage.stores.events import StreamRow
 from storage.stores.keys import KeyStore
@@ -115,11 +117,15 @@ async def max_position(ctx: HomeServerContext) -> int:
     return await DeviceStore(ctx.db).get_max_stream_id()
 
 
-async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> int:
+async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> AppliedRows:
     store = DeviceStore(ctx.db)
+    users: set[str] = set()
+    rooms: set[str] = set()
     for user_id in await store.get_changed_users(after, up_to):
-        _wake(ctx.notifier, user_id, await store.get_joined_rooms(user_id))
-    return up_to
+        users.add(user_id)
+        rooms.update(await store.get_joined_rooms(user_id))
+    wakeups = Wakeups(users=frozenset(users), rooms=frozenset(rooms))
+    return AppliedRows(up_to, functools.partial(ctx.notifier.wake, wakeups))
 
 
 # -- /sync ------------------------------------------------------------------------------

@@ -69,6 +69,8 @@ class EventPersister:
 
     def _announce(self, before: int, current: int) -> None:
         rows = [self._pending.pop(p) for p in range(before + 1, current + 1) if p in self._pending]
+        # Caches see the rows before the position moves; listeners wake after it has.
+        self.notifier.observe_rows(rows)
         self.tracker.advance(current)
-        self.notifier.on_new_events(rows)
+        self.notifier.wake_for_rows(rows)
         self.publish_position(current)

@@ -18,6 +18,7 @@ user gets a fresh `offline_timeout_ms` (counted from the start) to show up again
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,8 +27,9 @@ import attrs
 from twisted.internet import defer
 
 from homeserver.handlers.writes import Writes
-from homeserver.notifier import Notifier
+from homeserver.notifier import Notifier, Wakeups
 from homeserver.sync.sources import SyncContribution, SyncSourceRequest
+from replication.follower import AppliedRows
 from storage.stores.presence import PresenceRow, PresenceStore
 from workers.config import PresenceConfig
 
@@ -306,14 +308,12 @@ async def max_position(ctx: HomeServerContext) -> int:
     return await PresenceStore(ctx.db).get_max_stream_id()
 
 
-async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> int:
+async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> AppliedRows:
     store = PresenceStore(ctx.db)
     users = await store.get_changed_users(after, up_to)
-    for user_id in users:
-        ctx.notifier.wake_user(user_id)
-    for room_id in await store.get_joined_rooms(users):
-        ctx.notifier.wake_room(room_id)
-    return up_to
+    rooms = await store.get_joined_rooms(users)
+    wakeups = Wakeups(users=frozenset(users), rooms=frozenset(rooms))
+    return AppliedRows(up_to, functools.partial(ctx.notifier.wake, wakeups))
 
 
 # -- /sync ------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from homeserver.handlers.stream_writer import StreamWriter
 from homeserver.http.errors import MatrixError
-from homeserver.notifier import Notifier
+from homeserver.notifier import Notifier, Wakeups
 from homeserver.sync.sources import SyncContribution, SyncSourceRequest
+from replication.follower import AppliedRows
 from storage.stores.events import EventStore, PersistedEvent
 from storage.stores.receipts import PRIVATE_READ, UNTHREADED, ReceiptStore
 
@@ -90,13 +92,17 @@ async def max_position(ctx: HomeServerContext) -> int:
     return await ReceiptStore(ctx.db).get_max_stream_id()
 
 
-async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> int:
+async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> AppliedRows:
+    users: set[str] = set()
+    rooms: set[str] = set()
     for room_id, receipt_type, user_id in await ReceiptStore(ctx.db).get_changed(after, up_to):
+        # A private receipt concerns only its owner.
         if receipt_type == PRIVATE_READ:
-            ctx.notifier.wake_user(user_id)
+            users.add(user_id)
         else:
-            ctx.notifier.wake_room(room_id)
-    return up_to
+            rooms.add(room_id)
+    wakeups = Wakeups(users=frozenset(users), rooms=frozenset(rooms))
+    return AppliedRows(up_to, functools.partial(ctx.notifier.wake, wakeups))
 
 
 # -- /sync ------------------------------------------------------------------------------

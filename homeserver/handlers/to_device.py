@@ -8,12 +8,14 @@ early it records how far it got, so that acknowledging its token drops only thos
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from homeserver.handlers.stream_writer import StreamWriter
-from homeserver.notifier import Notifier
+from homeserver.notifier import Notifier, Wakeups
 from homeserver.sync.sources import SyncContribution, SyncSourceRequest
+from replication.follower import AppliedRows
 from storage.stores.to_device import ToDeviceStore
 
 if TYPE_CHECKING:
@@ -85,10 +87,9 @@ async def max_position(ctx: HomeServerContext) -> int:
     return await ToDeviceStore(ctx.db).get_max_stream_id()
 
 
-async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> int:
-    for user_id in await ToDeviceStore(ctx.db).get_changed_users(after, up_to):
-        ctx.notifier.wake_user(user_id)
-    return up_to
+async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> AppliedRows:
+    users = frozenset(await ToDeviceStore(ctx.db).get_changed_users(after, up_to))
+    return AppliedRows(up_to, functools.partial(ctx.notifier.wake, Wakeups(users=users)))
 
 
 # -- /sync ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ followers so with a `reset` row.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,9 @@ import attrs
 from twisted.internet import defer
 
 from homeserver.handlers.stream_writer import StreamWriter, get_stream_writer
-from homeserver.notifier import Notifier
+from homeserver.notifier import Notifier, Wakeups
 from homeserver.sync.sources import SyncContribution, SyncSourceRequest
+from replication.follower import AppliedRows
 from storage.stores.high_water import HighWaterStore
 
 if TYPE_CHECKING:
@@ -76,19 +78,23 @@ class TypingState:
                 out[room_id] = entry.user_ids
         return out
 
-    def apply_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Rows from the writer: {"pos", "room_id", "user_ids"} or {"pos", "reset": true}."""
+    def apply_rows(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Rows from the writer: {"pos", "room_id", "user_ids"} or {"pos", "reset": true}.
+        Returns the rooms that changed; waking them is the caller's, once the stream's
+        position covers the rows."""
+        changed: set[str] = set()
         for row in rows:
             pos = int(row["pos"])
             if row.get("reset"):
                 for room_id, entry in list(self.rooms.items()):
                     if entry.user_ids:
                         self.rooms[room_id] = RoomTyping(pos, ())
-                        self.notifier.wake_room(room_id)
+                        changed.add(room_id)
                 continue
             room_id = str(row["room_id"])
             self.rooms[room_id] = RoomTyping(pos, tuple(str(u) for u in row["user_ids"]))
-            self.notifier.wake_room(room_id)
+            changed.add(room_id)
+        return changed
 
 
 class TypingWriter(TypingState):
@@ -211,14 +217,14 @@ async def max_position(ctx: HomeServerContext) -> int:
     return epoch
 
 
-async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> int:
+async def apply_rows(ctx: HomeServerContext, after: int, up_to: int) -> AppliedRows:
     state = typing_state(ctx)
     client = ctx.extras["replication_clients"][STREAM]
     # The first fetch takes the whole picture (who was typing before we started).
     rows = await client.rows(STREAM, after if state.synced else 0, up_to)
     state.synced = True
-    state.apply_rows(rows)
-    return up_to
+    rooms = frozenset(state.apply_rows(rows))
+    return AppliedRows(up_to, functools.partial(ctx.notifier.wake, Wakeups(rooms=rooms)))
 
 
 async def serve_rows(ctx: HomeServerContext, after: int, up_to: int) -> list[dict[str, Any]]:

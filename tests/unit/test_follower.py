@@ -9,7 +9,7 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 
-from replication.follower import StreamFollower
+from replication.follower import AppliedRows, StreamFollower
 from replication.streams import StreamPositionTracker
 from replication.wire import PositionMessage
 
@@ -21,21 +21,21 @@ class FakeRows:
 
     def __init__(self, auto: Callable[[int, int], int] | None = None) -> None:
         self.calls: list[tuple[int, int]] = []
-        self.pending: list[defer.Deferred[int]] = []
+        self.pending: list[defer.Deferred[AppliedRows]] = []
         self.auto = auto
 
-    def __call__(self, after: int, up_to: int) -> defer.Deferred[int]:
+    def __call__(self, after: int, up_to: int) -> defer.Deferred[AppliedRows]:
         self.calls.append((after, up_to))
         if len(self.calls) > 200:
             raise AssertionError("apply_rows called in a loop")
         if self.auto is not None:
-            return defer.succeed(self.auto(after, up_to))
-        d: defer.Deferred[int] = defer.Deferred()
+            return defer.succeed(AppliedRows(self.auto(after, up_to)))
+        d: defer.Deferred[AppliedRows] = defer.Deferred()
         self.pending.append(d)
         return d
 
     def answer(self, reached: int) -> None:
-        self.pending.pop(0).callback(reached)
+        self.pending.pop(0).callback(AppliedRows(reached))
 
     def fail(self) -> None:
         self.pending.pop(0).errback(RuntimeError("database went away"))
@@ -248,10 +248,10 @@ def test_coroutine_apply_rows() -> None:
     tracker = StreamPositionTracker("events", "main", cast(IReactorTime, clock), 0)
     seen: list[tuple[int, int]] = []
 
-    async def apply_rows(after: int, up_to: int) -> int:
+    async def apply_rows(after: int, up_to: int) -> AppliedRows:
         seen.append((after, up_to))
         await task.deferLater(cast(IReactorTime, clock), 1.0, lambda: None)
-        return up_to
+        return AppliedRows(up_to)
 
     async def fetch() -> dict[str, int]:
         return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 import attrs
@@ -13,11 +14,14 @@ from homeserver.events.event import Event, StateKey
 from homeserver.events.room_versions import get_room_version
 from homeserver.http.errors import MatrixError
 from homeserver.notifier import Notifier
+from homeserver.streams import STREAM_DEFINITIONS
 from homeserver.sync.filters import SyncFilter, parse_sync_filter
 from homeserver.sync.handler import SyncHandler, SyncLimits, SyncRequest
 from homeserver.sync.sources import SyncContribution, SyncSourceRequest
 from homeserver.sync.tokens import StreamToken
+from replication.follower import AppliedRows, StreamFollower
 from replication.streams import StreamPositionTracker
+from replication.wire import PositionMessage
 from storage.stores.events import PersistedEvent, StreamRow
 from storage.stores.sync import StateEntry, UserMembership
 
@@ -585,3 +589,76 @@ def test_room_events_are_seen_when_the_position_moves_before_the_rows_arrive() -
     second = run(rig, req(first["next_batch"]))
     events = second["rooms"]["join"][ROOM]["timeline"]["events"]
     assert [e["content"]["body"] for e in events] == ["early"]
+
+
+# -- a long-poll on a process that follows the events stream ------------------------------
+
+
+class _StreamRows:
+    """The events store's `get_stream_rows`, over the rig's world."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def get_stream_rows(self, after: int, up_to: int, limit: int) -> list[StreamRow]:
+        return [
+            StreamRow(
+                pe.stream_ordering,
+                pe.event.room_id,
+                pe.event.type,
+                pe.event.state_key,
+                pe.event.membership,
+            )
+            for pe in self.world.events
+            if after < pe.stream_ordering <= up_to
+        ][:limit]
+
+
+def _following_rig() -> tuple[Rig, StreamFollower]:
+    """A rig whose events reach the notifier the way they do on a sync worker: through a
+    StreamFollower applying the events stream's rows as each position is announced."""
+    rig = make_rig(writer=False)
+    seed_room(rig)
+    ctx = SimpleNamespace(event_store=_StreamRows(rig.world), notifier=rig.notifier)
+    events = STREAM_DEFINITIONS["events"]
+
+    async def apply(after: int, up_to: int) -> AppliedRows:
+        return await events.apply_rows(cast(Any, ctx), after, up_to)
+
+    async def no_positions() -> dict[str, int]:
+        return {}
+
+    return rig, StreamFollower(rig.tracker, apply, no_positions, rig.clock)
+
+
+def test_a_long_poll_on_a_follower_wakes_for_a_lone_event() -> None:
+    # The woken /sync must read a position that includes what woke it: waking it before
+    # the follower's position moved sent it back to sleep until the next event or timeout.
+    rig, follower = _following_rig()
+    token = run(rig, req())["next_batch"]
+    for i in range(200):
+        d = defer.ensureDeferred(rig.handler.sync(req(token, timeout_ms=30_000)))
+        got: list[Any] = []
+        d.addBoth(got.append)
+        assert not got
+        pe = rig.world.add("m.room.message", ALICE, {"body": f"m{i}"})
+        follower.on_position(PositionMessage("events", "main", pe.stream_ordering))
+        # No time passes: the event alone must complete the long-poll.
+        assert got, f"message {i} did not wake the long-poll"
+        events = got[0]["rooms"]["join"][ROOM]["timeline"]["events"]
+        assert [e["content"]["body"] for e in events] == [f"m{i}"]
+        token = got[0]["next_batch"]
+    assert rig.notifier.listener_count() == 0
+    assert rig.clock.seconds() == 0
+
+
+def test_a_follower_wakes_only_after_its_position_covers_the_rows() -> None:
+    rig, follower = _following_rig()
+    before = rig.tracker.position
+    seen_at_wake: list[int] = []
+    listener = rig.notifier.listen(BOB, [ROOM])
+    listener.wait(60).addCallback(lambda _: seen_at_wake.append(rig.tracker.position))
+    pe = rig.world.add("m.room.message", ALICE, {"body": "x"})
+    follower.on_position(PositionMessage("events", "main", pe.stream_ordering))
+    assert pe.stream_ordering > before
+    assert seen_at_wake == [pe.stream_ordering]
