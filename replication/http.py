@@ -91,8 +91,14 @@ class ReplicationServer:
         if op is None:
             raise MatrixError(404, "M_UNRECOGNIZED", f"Unknown replication operation {name!r}")
         args = parse_json_object(request)
+        before = self.positions()
         result = await op(args)
-        return 200, {"result": result, "positions": self.positions()}
+        # Only the streams that moved while the operation ran: a write returns once its
+        # own positions are visible, so a stream it wrote has moved, and the caller need
+        # not wait for the others to catch up.
+        after = self.positions()
+        moved = {s: pos for s, pos in after.items() if pos > before.get(s, -1)}
+        return 200, {"result": result, "positions": moved}
 
 
 @implementer(IBodyProducer)
