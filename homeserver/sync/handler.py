@@ -268,7 +268,8 @@ class SyncHandler:
                 continue
             try:
                 await hook(req.user_id, req.device_id, req.set_presence)
-            except MatrixError:
+            except (MatrixError, defer.CancelledError):
+                # Cancelled: the client hung up, which is normal operation, not a failure.
                 raise
             except Exception:
                 logger.exception("sync activity hook failed", extra={"stream": source.stream})
@@ -356,7 +357,12 @@ class SyncHandler:
         )
         rooms_json, rooms_have_data = await self._rooms(comp, since_events)
 
-        results: list[tuple[SyncContribution, bool]] = await contributions_d
+        try:
+            results: list[tuple[SyncContribution, bool]] = await contributions_d
+        except defer.FirstError as e:
+            # What a source raised (a Matrix error, or cancellation when the client hung
+            # up), not the gather's wrapper, which the HTTP layer would answer with a 500.
+            e.subFailure.raiseException()
         merged = merge_contributions([c for c, _ in results])
         merged = filter_contributions(merged, req.filter, joined_now)
         since_positions = req.since.positions() if req.since is not None else {}
@@ -399,7 +405,8 @@ class SyncHandler:
     ) -> tuple[SyncContribution, bool]:
         try:
             return await source.for_sync(req), True
-        except MatrixError:
+        except (MatrixError, defer.CancelledError):
+            # Cancelled: the client hung up, which is normal operation, not a failure.
             raise
         except Exception:
             logger.exception("sync source failed", extra={"stream": source.stream})

@@ -662,3 +662,34 @@ def test_a_follower_wakes_only_after_its_position_covers_the_rows() -> None:
     follower.on_position(PositionMessage("events", "main", pe.stream_ordering))
     assert pe.stream_ordering > before
     assert seen_at_wake == [pe.stream_ordering]
+
+
+@attrs.define
+class StuckSource(FakeSource):
+    """A source whose read is in flight until the test says otherwise."""
+
+    pending: list[defer.Deferred[None]] = attrs.field(factory=list)
+
+    async def for_sync(self, req: SyncSourceRequest) -> SyncContribution:
+        d: defer.Deferred[None] = defer.Deferred()
+        self.pending.append(d)
+        await d
+        return self.contribution
+
+
+def test_a_client_hanging_up_mid_computation_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = make_rig()
+    seed_room(rig)
+    source = StuckSource("account_data")
+    rig.extras["sync_sources"].append(source)
+    d = defer.ensureDeferred(rig.handler.sync(req()))
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    assert len(source.pending) == 1
+    with caplog.at_level("DEBUG"):
+        d.cancel()  # what the HTTP layer does when the client goes away
+    # The HTTP layer sees the cancellation itself (it answers nobody), not a wrapper.
+    assert len(failures) == 1 and failures[0].check(defer.CancelledError)
+    assert [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
