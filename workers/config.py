@@ -137,6 +137,10 @@ class PresenceConfig:
     offline_timeout_ms: int = 30_000
     # How often the presence writer looks for idle and departed users.
     sweep_interval_ms: int = 10_000
+    # Each process tells the presence writer who is syncing there in batches: a user's
+    # last /sync ending is held this long (a following long-poll cancels it), and the
+    # whole set is re-sent every half offline_timeout_ms so a lost notice heals.
+    sync_notice_interval_ms: int = 1_000
 
 
 @attrs.frozen(slots=True)
@@ -647,6 +651,7 @@ def _parse_presence(raw: object) -> PresenceConfig:
             "active_window_ms",
             "offline_timeout_ms",
             "sweep_interval_ms",
+            "sync_notice_interval_ms",
         },
         "presence",
     )
@@ -679,6 +684,13 @@ def _parse_presence(raw: object) -> PresenceConfig:
             "sweep_interval_ms",
             "presence.sweep_interval_ms",
             defaults.sweep_interval_ms,
+            minimum=1,
+        ),
+        sync_notice_interval_ms=_opt_int(
+            section,
+            "sync_notice_interval_ms",
+            "presence.sync_notice_interval_ms",
+            defaults.sync_notice_interval_ms,
             minimum=1,
         ),
     )

@@ -1,10 +1,12 @@
 """Presence (online / unavailable / offline, status message, last activity), on the
 `presence` stream. Users see the presence of everyone they share a joined room with.
 
-Who is present is decided on the presence stream's writer, which learns of every /sync
-request start and end (forwarded like any write) and of activity (PUT /presence, sending
-events). A periodic sweep there (`presence.sweep_interval_ms`) writes the automatic
-transitions as ordinary presence writes, so followers and /sync see them:
+Who is present is decided on the presence stream's writer. Each process tells it who is
+syncing there (SyncingReporter: batched transitions, a user's first /sync beginning and
+last one ending, plus the whole set now and then; steady long-polling costs no call), and
+of activity (PUT /presence, sending events). A periodic sweep there
+(`presence.sweep_interval_ms`) writes the automatic transitions as ordinary presence
+writes, so followers and /sync see them:
 - `online` with no activity for `presence.idle_timeout_ms` becomes `unavailable`;
 - `online`/`unavailable` with no /sync in flight and none seen for
   `presence.offline_timeout_ms` becomes `offline` (a parked long-poll counts as syncing);
@@ -20,11 +22,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from homeserver.handlers.writes import Writes
 from homeserver.notifier import Notifier, Wakeups
@@ -166,13 +168,36 @@ class PresenceWriter:
                 last_active = current.last_active_ts if current is not None else now
                 await self._write(user_id, "unavailable", status_msg, last_active)
 
-    def on_sync_end(self, user_id: str) -> None:
-        self.last_seen[user_id] = self.clock_ms()
+    def on_sync_end(self, user_id: str, at_ms: int | None = None) -> None:
+        ended = self.clock_ms() if at_ms is None else at_ms
+        self.last_seen[user_id] = max(self.last_seen.get(user_id, ended), ended)
         starts = self.in_flight.get(user_id)
         if starts:
             starts.pop(0)
             if not starts:
                 del self.in_flight[user_id]
+
+    async def on_syncing(self, notice: SyncingNotice) -> None:
+        """One process's batch: syncs that began there (a user's first), syncs still
+        running (the periodic whole set), and syncs that ended (a user's last, with when).
+        A user both begun and ended in one batch began first."""
+        now = self.clock_ms()
+        for user_id, state in notice.started:
+            await self.on_sync_start(user_id, state)
+        begun = set(notice.started)
+        for user_id, state in notice.still:
+            if (user_id, state) in begun:
+                continue
+            starts = self.in_flight.get(user_id)
+            if starts:
+                # Still running: the lease counts from now.
+                self.in_flight[user_id] = [now] * len(starts)
+                self.last_seen[user_id] = now
+            else:
+                # Its start was lost (or this writer restarted): begin it now.
+                await self.on_sync_start(user_id, state)
+        for user_id, ended_ms in notice.ended:
+            self.on_sync_end(user_id, min(ended_ms, now))
 
     async def on_activity(self, user_id: str) -> None:
         """The user did something (e.g. sent an event): last active becomes now and an idle
@@ -244,9 +269,167 @@ class PresenceWriter:
         return len(changes)
 
 
+@attrs.frozen(slots=True)
+class SyncingNotice:
+    """What one process tells the presence writer about the /syncs it serves."""
+
+    # (user, set_presence) whose first /sync on the process began.
+    started: tuple[tuple[str, str], ...] = ()
+    # (user, set_presence) with a /sync in flight (the periodic whole set).
+    still: tuple[tuple[str, str], ...] = ()
+    # (user, when in ms) whose last /sync on the process ended.
+    ended: tuple[tuple[str, int], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started": [list(k) for k in self.started],
+            "still": [list(k) for k in self.still],
+            "ended": [list(k) for k in self.ended],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SyncingNotice:
+        def pairs(key: str) -> list[tuple[str, str]]:
+            out = []
+            for item in data.get(key) or ():
+                user_id, state = item
+                if not isinstance(user_id, str) or state not in SYNC_PRESENT_STATES:
+                    raise ValueError(f"bad {key} entry {item!r}")
+                out.append((user_id, str(state)))
+            return out
+
+        ended = []
+        for item in data.get("ended") or ():
+            user_id, at = item
+            if not isinstance(user_id, str) or not isinstance(at, int) or isinstance(at, bool):
+                raise ValueError(f"bad ended entry {item!r}")
+            ended.append((user_id, at))
+        return cls(tuple(pairs("started")), tuple(pairs("still")), tuple(ended))
+
+    def __bool__(self) -> bool:
+        return bool(self.started or self.still or self.ended)
+
+
+class SyncingReporter:
+    """Tells the presence writer who is syncing on this process, so that steady syncing
+    costs no call at all: only transitions (a user's first /sync here began, their last
+    one ended), batched, one call at a time so they arrive in order, and the whole set
+    every half `offline_timeout_ms` so a lost notice (or a restarted writer) heals.
+
+    The end of a user's last /sync is held for `sync_notice_interval_ms`: a client
+    long-polls back to back, and the next /sync cancels it, so a steadily syncing user
+    costs the writer nothing between refreshes."""
+
+    def __init__(
+        self,
+        send: Callable[[SyncingNotice], Awaitable[None]],
+        clock: Any,
+        config: PresenceConfig,
+    ) -> None:
+        self.send = send
+        self.clock = clock
+        self.hold_ms = config.sync_notice_interval_ms
+        self.refresh_ms = max(1, config.offline_timeout_ms // 2)
+        self._counts: dict[tuple[str, str], int] = {}
+        self._started: list[tuple[str, str]] = []
+        # (user, set_presence) -> when its last /sync here ended (not yet told).
+        self._ended: dict[tuple[str, str], int] = {}
+        self._next_refresh_ms = self._now_ms() + self.refresh_ms
+        self._sending = False
+        self._soon: Any = None
+        # Beginnings not yet taken by the writer -> the /syncs waiting for that.
+        self._told: dict[tuple[str, str], list[defer.Deferred[None]]] = {}
+        self._loop = task.LoopingCall(self.flush)
+        self._loop.clock = clock
+        self._loop.start(self.hold_ms / 1000.0, now=False)
+
+    def _now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+        if self._soon is not None and self._soon.active():
+            self._soon.cancel()
+
+    def sync_started(self, user_id: str, state: str) -> defer.Deferred[None] | None:
+        """None when the writer already counts the user as syncing here; otherwise a
+        Deferred that fires once the writer has taken the beginning (or failed to), which
+        the first /sync of a user waits for, so a user coming online sees it there."""
+        key = (user_id, state)
+        count = self._counts.get(key, 0)
+        self._counts[key] = count + 1
+        if count:
+            return None
+        if self._ended.pop(key, None) is not None:
+            return None  # its end was never told: to the writer it never stopped
+        if key not in self._started:
+            self._started.append(key)
+        # A beginning is told at once (it may bring the user online); ends wait.
+        if self._soon is None or not self._soon.active():
+            self._soon = self.clock.callLater(0, self.flush)
+        told: defer.Deferred[None] = defer.Deferred()
+        self._told.setdefault(key, []).append(told)
+        return told
+
+    def sync_finished(self, user_id: str, state: str) -> None:
+        key = (user_id, state)
+        count = self._counts.get(key, 0)
+        if count > 1:
+            self._counts[key] = count - 1
+            return
+        self._counts.pop(key, None)
+        self._ended[key] = self._now_ms()
+
+    def syncing(self) -> int:
+        """Users (per set_presence) with a /sync in flight here."""
+        return len(self._counts)
+
+    def flush(self) -> None:
+        if self._sending:
+            return  # the call in flight flushes again when it returns
+        now = self._now_ms()
+        due = [k for k, at in self._ended.items() if now - at >= self.hold_ms]
+        still: tuple[tuple[str, str], ...] = ()
+        if now >= self._next_refresh_ms:
+            self._next_refresh_ms = now + self.refresh_ms
+            still = tuple(self._counts)
+        ended = [(key, self._ended.pop(key)) for key in due]
+        notice = SyncingNotice(
+            tuple(self._started), still, tuple((key[0], at) for key, at in ended)
+        )
+        self._started = []
+        if notice:
+            defer.ensureDeferred(self._send(notice, ended))
+
+    async def _send(self, notice: SyncingNotice, ended: list[tuple[tuple[str, str], int]]) -> None:
+        self._sending = True
+        try:
+            await self.send(notice)
+        except Exception as e:
+            # Best effort, told again: beginnings whose sync still runs, and every end
+            # (unless a new sync began meanwhile).
+            logger.warning("could not tell the presence writer who syncs", extra={"error": repr(e)})
+            for key, at in ended:
+                if key not in self._counts:
+                    self._ended.setdefault(key, at)
+            retry = [k for k in notice.started if k in self._counts or k in self._ended]
+            self._started = retry + self._started
+        finally:
+            self._sending = False
+            # Whatever happened, the /syncs that waited go on (a failure is told again).
+            for key in notice.started:
+                for told in self._told.pop(key, ()):
+                    if not told.called:  # a /sync cancelled meanwhile
+                        told.callback(None)
+        if self._started:
+            self.flush()
+
+
 class PresenceActivity:
-    """Tells the presence writer when each /sync starts and ends (the `set_presence`
-    parameter online/unavailable keeps its user present), and when a user does something."""
+    """Tells the presence writer (through a SyncingReporter: only a user's first /sync
+    waits for it) when syncs start and end (the `set_presence` parameter online or
+    unavailable keeps its user present), and when a user does something."""
 
     def __init__(
         self,
@@ -254,11 +437,13 @@ class PresenceActivity:
         writes: Writes,
         config: PresenceConfig,
         clock_ms: Callable[[], int],
+        reporter: SyncingReporter | None = None,
     ) -> None:
         self.store = store
         self.writes = writes
         self.config = config
         self.clock_ms = clock_ms
+        self.reporter = reporter
 
     async def _call(self, op: str, args: dict[str, Any]) -> None:
         try:
@@ -268,21 +453,17 @@ class PresenceActivity:
             logger.warning("could not record presence activity", extra={"error": repr(e)})
 
     async def on_sync_request(self, user_id: str, device_id: str, set_presence: str) -> None:
-        if not self.config.enabled or set_presence not in SYNC_PRESENT_STATES:
+        if self.reporter is None or set_presence not in SYNC_PRESENT_STATES:
             return
-        await self._call(
-            "presence_sync", {"user_id": user_id, "presence": set_presence, "phase": "start"}
-        )
+        told = self.reporter.sync_started(user_id, set_presence)
+        if told is not None:
+            # Only a user's first /sync here waits; back-to-back long-polls do not.
+            await told
 
     def on_sync_finished(self, user_id: str, device_id: str, set_presence: str) -> None:
-        if not self.config.enabled or set_presence not in SYNC_PRESENT_STATES:
+        if self.reporter is None or set_presence not in SYNC_PRESENT_STATES:
             return
-        # Not awaited: the response must not wait for (or fail with) this.
-        defer.ensureDeferred(
-            self._call(
-                "presence_sync", {"user_id": user_id, "presence": set_presence, "phase": "end"}
-            )
-        )
+        self.reporter.sync_finished(user_id, set_presence)
 
     def on_user_activity(self, user_id: str) -> None:
         """The user did something (sent an event). Fire and forget; skipped while their

@@ -15,11 +15,13 @@ from homeserver.handlers.presence import (
     PresenceActivity,
     PresenceSyncSource,
     PresenceWriter,
+    SyncingNotice,
+    SyncingReporter,
     presence_content,
 )
 from homeserver.handlers.stream_writer import get_stream_writer
 from homeserver.handlers.writes import Operation
-from homeserver.http.errors import bad_param, bad_type, forbidden, missing_param
+from homeserver.http.errors import MatrixError, bad_param, bad_type, forbidden, missing_param
 from homeserver.http.server import Router, parse_json_object
 from homeserver.sync.sources import register_sync_source
 from storage.stores.presence import PresenceStore
@@ -30,7 +32,7 @@ Result = tuple[int, Any]
 
 WRITE_STREAMS = {
     "set_presence": "presence",
-    "presence_sync": "presence",
+    "presence_syncing": "presence",
     "presence_activity": "presence",
 }
 # ctx.extras: this process's PresenceWriter (on the presence writer only), and a
@@ -62,11 +64,12 @@ def write_operations(ctx: HomeServerContext) -> dict[str, Operation]:
         await writer.set_presence(a["user_id"], a["presence"], a.get("status_msg"))
         return {}
 
-    async def presence_sync(a: dict[str, Any]) -> dict[str, Any]:
-        if a["phase"] == "start":
-            await writer.on_sync_start(a["user_id"], a["presence"])
-        else:
-            writer.on_sync_end(a["user_id"])
+    async def presence_syncing(a: dict[str, Any]) -> dict[str, Any]:
+        try:
+            notice = SyncingNotice.from_json(a)
+        except (TypeError, ValueError) as e:
+            raise MatrixError(400, "M_BAD_JSON", f"Bad syncing notice: {e}") from None
+        await writer.on_syncing(notice)
         return {}
 
     async def presence_activity(a: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +78,7 @@ def write_operations(ctx: HomeServerContext) -> dict[str, Operation]:
 
     return {
         "set_presence": set_presence,
-        "presence_sync": presence_sync,
+        "presence_syncing": presence_syncing,
         "presence_activity": presence_activity,
     }
 
@@ -137,7 +140,15 @@ def install(ctx: HomeServerContext, router: Router) -> None:
     name = "/_matrix/client/v3/presence/{userId}/status"
     router.add_client("PUT", r"/presence/(?P<user_id>[^/]+)/status", on_put, name)
     router.add_client("GET", r"/presence/(?P<user_id>[^/]+)/status", on_get, name)
-    activity = PresenceActivity(store, ctx.writes, config, ctx.clock_ms)
+    reporter = None
+    if config.enabled:
+        writes = ctx.writes
+
+        async def send(notice: SyncingNotice) -> None:
+            await writes.call("presence_syncing", notice.to_json())
+
+        reporter = SyncingReporter(send, ctx.reactor, config)
+    activity = PresenceActivity(store, ctx.writes, config, ctx.clock_ms, reporter)
     ctx.extras[ACTIVITY_KEY] = activity.on_user_activity
     register_sync_source(ctx, PresenceSyncSource(ctx, activity))
     # write_operations (run before install, on the stream's writer only) made the writer.
